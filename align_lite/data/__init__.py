@@ -1,0 +1,1 @@
+"""Data: noisy image–text pairs, ALIGN's filters, loading and preprocessing (Chapter 1)."""
