@@ -1,0 +1,221 @@
+"""ALIGN's filters: each rule at its boundaries, the report's arithmetic, and the vectorised
+rules against the plain-Python reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from align_lite.data.filters import (
+    RULES,
+    FilterConfig,
+    apply_filters,
+    filter_masks,
+    normalized_texts,
+    reference_filter_masks,
+    text_bytes,
+)
+
+CLEAN_TEXT = "a red circle on grey"  # 5 unigrams
+
+
+def pairs(rows: list[dict]) -> pa.Table:
+    """Rows with defaults for whatever a test does not care about."""
+    filled = []
+    for i, row in enumerate(rows):
+        filled.append({"file_name": f"images/{i}.png", "text": f"{CLEAN_TEXT} number{i}",
+                       "width": 256, "height": 256, **row})
+    return pa.Table.from_pylist(filled)
+
+
+def failing(table: pa.Table, rule: str, config: FilterConfig = FilterConfig()) -> list[bool]:
+    return filter_masks(table, config)[rule].tolist()
+
+
+# ------------------------------------------------------------------------------------ images
+
+
+def test_image_size_boundary_200_vs_201():
+    table = pairs([{"width": 200, "height": 500}, {"width": 500, "height": 201}, {"width": 201, "height": 201}])
+    assert failing(table, "image_size") == [True, False, False]
+
+
+def test_aspect_ratio_exactly_3_is_removed():
+    table = pairs([
+        {"width": 900, "height": 300},  # exactly 3
+        {"width": 300, "height": 900},  # exactly 3, portrait
+        {"width": 899, "height": 300},  # 2.997
+        {"width": 0, "height": 300},  # degenerate: infinite aspect
+    ])
+    assert failing(table, "aspect_ratio") == [True, True, False, True]
+
+
+def test_image_with_1000_alt_texts_kept_1001_removed():
+    rows = [{"file_name": "images/hub_a.png", "text": f"{CLEAN_TEXT} {i}"} for i in range(1000)]
+    rows += [{"file_name": "images/hub_b.png", "text": f"{CLEAN_TEXT} {i}"} for i in range(1001)]
+    mask = failing(pairs(rows), "image_alt_texts")
+    assert not any(mask[:1000]) and all(mask[1000:])
+
+
+def test_alt_texts_of_an_image_are_counted_distinct():
+    rows = [{"file_name": "images/one.png", "text": "same words here"} for _ in range(1500)]
+    assert not any(failing(pairs(rows), "image_alt_texts"))
+
+
+# ------------------------------------------------------------------------------------ texts
+
+
+def test_alt_text_shared_by_10_images_kept_11_removed():
+    rows = [{"text": "click here to enlarge"} for _ in range(10)]
+    rows += [{"text": "stock photo image"} for _ in range(11)]
+    mask = failing(pairs(rows), "alt_text_sharing")
+    assert mask == [False] * 10 + [True] * 11
+
+
+def test_sharing_counts_distinct_images_not_rows():
+    rows = [{"file_name": "images/same.png", "text": "click here to enlarge"} for _ in range(50)]
+    assert not any(failing(pairs(rows), "alt_text_sharing"))
+
+
+def test_sharing_compares_normalised_texts():
+    variants = ["Click here to ENLARGE!", "click here, to enlarge", "click  here to enlarge."]
+    rows = [{"text": variants[i % 3]} for i in range(11)]
+    assert all(failing(pairs(rows), "alt_text_sharing"))
+
+
+@pytest.mark.parametrize("n_words, removed", [(2, True), (3, False), (20, False), (21, True)])
+def test_unigram_count_boundaries(n_words, removed):
+    text = " ".join(f"word{i}" for i in range(n_words))
+    assert failing(pairs([{"text": text}]), "text_length") == [removed]
+
+
+def test_punctuation_separates_unigrams():
+    # "IMG_4821.JPG" is two unigrams (underscore is a word character, the dot is not);
+    # non-ASCII characters count as word characters, so "a—b" is one unigram.
+    table = pairs([{"text": "IMG_4821.JPG"}, {"text": "  a—b  c "}, {"text": "héllo wörld ß"}])
+    assert normalized_texts(text_bytes(table.column("text"))).to_pylist() == [
+        "img_4821 jpg", "a—b c", "héllo wörld ß"]
+    assert failing(table, "text_length") == [True, True, False]
+
+
+def test_rare_token_rule_keeps_top_k_unigrams_and_bigrams():
+    # counts: "red"=4, "circle"=4, bigram "red circle"=4, "blue"=1, "star"=1, bigram "blue star"=1...
+    rows = [{"text": "red circle"}] * 4 + [{"text": "blue star"}]
+    table = pairs(rows)
+    # top-3 pooled entries are red, circle, "red circle" (count 4) -> blue/star are rare
+    assert failing(table, "rare_tokens", FilterConfig(rare_token_top_k=3)) == [False] * 4 + [True]
+    # top-4: the 4th largest count is 1, so every entry ties in: nothing is rare
+    assert not any(failing(table, "rare_tokens", FilterConfig(rare_token_top_k=4)))
+
+
+def test_rare_token_rule_is_inactive_at_paper_k_on_small_corpora():
+    # "the", "red", "thing", "the red", "red thing" occur 100 times; every "uniqueI" once.
+    table = pairs([{"text": f"the red thing unique{i}"} for i in range(100)])
+    assert not any(failing(table, "rare_tokens"))  # K = 100 M > all 400 distinct entries
+    assert all(failing(table, "rare_tokens", FilterConfig(rare_token_top_k=5)))
+    # K = 6: the 6th largest count is 1, and ties at the boundary are kept
+    assert not any(failing(table, "rare_tokens", FilterConfig(rare_token_top_k=6)))
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def test_each_dropped_row_is_attributed_to_its_first_rule():
+    table = pairs([
+        {"width": 100, "height": 100, "text": "x"},  # fails image_size and text_length
+        {"width": 900, "height": 250, "text": "x"},  # fails aspect_ratio and text_length
+        {"text": "x"},  # fails text_length only
+        {},  # clean
+    ])
+    result = apply_filters(table)
+    assert result.first_failed.tolist() == [0, 1, 4, -1]
+    report = result.report.to_dict()
+    assert report["removed"]["image_size"] == 1 and report["failed"]["text_length"] == 3
+    assert result.kept.num_rows == 1
+
+
+def test_report_adds_up_with_skipped_rows_and_extra_rules():
+    rng = np.random.default_rng(0)
+    rows = [{"width": int(rng.integers(50, 600)), "height": int(rng.integers(50, 600)),
+             "text": " ".join(["w"] * int(rng.integers(1, 25)))} for _ in range(500)]
+    table = pairs(rows)
+    extra = {"eval_duplicate": rng.random(500) < 0.1}
+    result = apply_filters(table, extra_rules=extra, skipped={"corrupt_image": 7, "not_utf8": 3})
+    report = result.report
+    assert report.rows_in == 510
+    assert report.kept + report.removed == report.rows_in
+    assert [r.rule for r in report.rules] == ["bad_input", *RULES, "eval_duplicate"]
+    assert report.rules[0].removed == 10
+    assert result.kept.num_rows == report.kept
+    markdown = report.to_markdown()
+    assert "eval_duplicate" in markdown and f"{report.kept:,}" in markdown
+
+
+def test_extra_rule_of_wrong_length_is_a_clear_error():
+    with pytest.raises(ValueError, match="extra rule 'dup'"):
+        apply_filters(pairs([{}, {}]), extra_rules={"dup": np.zeros(3, bool)})
+
+
+def test_missing_columns_are_a_clear_error():
+    with pytest.raises(ValueError, match="lacks column"):
+        filter_masks(pa.table({"file_name": ["a.png"], "text": ["a b c"]}))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        FilterConfig(min_unigrams=5, max_unigrams=4)
+    with pytest.raises(ValueError):
+        FilterConfig(max_aspect_ratio=0.5)
+
+
+def test_nulls_and_empty_texts_do_not_crash():
+    table = pa.table({"file_name": ["a", "b", "c"], "text": ["", None, "one two three"],
+                      "width": [300, 300, 300], "height": [300, 300, 300]})
+    assert filter_masks(table)["text_length"].tolist() == [True, True, False]
+
+
+# ------------------------------------------------------------------------- against reference
+
+
+def random_web_table(n: int, seed: int) -> pa.Table:
+    """Zipf-distributed words with punctuation, unicode, boilerplate and shared images."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(400)] + ["héllo", "naïve", "IMG_12", "x.jpg", "Ünïcode"]
+    p = 1 / np.arange(1, len(vocab) + 1)
+    p /= p.sum()
+    seps = [" ", "  ", ", ", "-", "!", " — "]
+    texts = []
+    for _ in range(n):
+        k = int(rng.integers(0, 26))
+        words = rng.choice(len(vocab), size=k, p=p)
+        texts.append("".join(vocab[w] + seps[int(rng.integers(len(seps)))] for w in words))
+    boiler = rng.random(n) < 0.05
+    texts = ["Click here to enlarge" if b else t for b, t in zip(boiler, texts)]
+    return pa.table({
+        "file_name": [f"images/{i}.png" for i in rng.integers(0, n // 3, n)],
+        "text": texts,
+        "width": rng.integers(0, 700, n), "height": rng.integers(1, 700, n),
+    })
+
+
+@pytest.mark.parametrize("top_k", [5, 50, 300, 100_000_000])
+def test_vectorised_rules_equal_the_plain_python_loop(top_k):
+    table = random_web_table(3000, seed=top_k)
+    config = FilterConfig(rare_token_top_k=top_k, max_alt_texts_per_image=3, max_images_per_alt_text=4)
+    fast = filter_masks(table, config)
+    slow = reference_filter_masks(table.to_pylist(), config)
+    for rule in RULES:
+        np.testing.assert_array_equal(fast[rule], slow[rule], err_msg=rule)
+    assert any(fast[rule].any() for rule in RULES)
+
+
+def test_generated_world_against_reference():
+    from align_lite.data.world import WorldConfig, make_world_table
+
+    table = make_world_table(WorldConfig.noisy(n=4000, seed=3))
+    config = FilterConfig(rare_token_top_k=2000)
+    fast = filter_masks(table, config)
+    slow = reference_filter_masks(table.to_pylist(), config)
+    for rule in RULES:
+        np.testing.assert_array_equal(fast[rule], slow[rule], err_msg=rule)
