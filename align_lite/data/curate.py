@@ -1,0 +1,166 @@
+"""The on-disk filtering pipeline behind ``align-lite data filter``.
+
+read pairs → decode every image once (size, content hash, bad input) → optional eval-set
+deduplication → the paper's rules (:mod:`.filters`) → write the kept rows and their images.
+
+Every input row ends in exactly one place: kept, skipped as bad input (with its reason), or
+removed by one rule; the :class:`~align_lite.data.filters.FilterReport` adds up to the input.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pyarrow as pa
+
+from align_lite.data.dedup import PAPER_NEAR_DUPLICATE_COSINE, EvalSet, eval_duplicate_mask
+from align_lite.data.filters import FilterConfig, FilterReport, apply_filters
+from align_lite.data.images import BadImageError, ImageFacts, probe_image, thumbnail_embedding
+from align_lite.data.records import DataFormatError, SkipLog, read_pairs, write_pairs
+from align_lite.progress import progress
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass
+class ProbedImages:
+    """Per-row facts of the images a table points to (rows whose image is bad are dropped)."""
+
+    table: pa.Table  # input rows with usable images, plus width, height, image_key columns
+    embeddings: np.ndarray | None  # (N, D) thumbnails, when asked for
+
+
+def safe_relative_path(file_name: str) -> bool:
+    """``file_name`` stays inside the data set's folder (no absolute path, no ``..``)."""
+    path = PurePosixPath(file_name.replace("\\", "/"))
+    return not path.is_absolute() and ".." not in path.parts and file_name.strip() != ""
+
+
+def probe_images(
+    table: pa.Table, root: Path, log: SkipLog, embed: bool = False, workers: int = 2
+) -> ProbedImages:
+    """Decode each distinct image of ``table`` once; rows whose image fails are counted and dropped."""
+    names = table.column("file_name").to_pylist()
+    unique = list(dict.fromkeys(names))
+
+    def probe(name: str) -> tuple[ImageFacts | None, np.ndarray | None, tuple[str, str]]:
+        if not safe_relative_path(name):
+            return None, None, ("unsafe_file_name", f"{name!r} points outside the data set")
+        try:
+            facts, image = probe_image(root / name)
+        except BadImageError as err:
+            return None, None, (err.reason, err.detail)
+        return facts, (thumbnail_embedding(image) if embed else None), ("", "")
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = dict(zip(unique, progress(pool.map(probe, unique), total=len(unique), desc="decode images")))
+    keep = np.zeros(len(names), dtype=bool)
+    for i, name in enumerate(names):
+        facts, _, (reason, detail) = results[name]
+        if facts is None:
+            log.skip(reason, f"row {i}: {detail}")
+        else:
+            keep[i] = True
+    kept = table.filter(pa.array(keep))
+    facts = [results[name][0] for name in kept.column("file_name").to_pylist()]
+    kept = _set_column(kept, "width", pa.array([f.width for f in facts], pa.int32()))
+    kept = _set_column(kept, "height", pa.array([f.height for f in facts], pa.int32()))
+    kept = _set_column(kept, "image_key", pa.array([f.sha256 for f in facts], pa.string()))
+    embeddings = None
+    if embed:
+        rows = [results[name][1] for name in kept.column("file_name").to_pylist()]
+        embeddings = np.stack(rows) if rows else np.zeros((0, 768), np.float32)
+    return ProbedImages(kept, embeddings)
+
+
+def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, values)
+    return table.append_column(name, values)
+
+
+def load_eval_set(path: str | Path, workers: int = 2) -> EvalSet:
+    """Hashes and thumbnail embeddings of an eval set: a pair folder, or any folder of images."""
+    path = Path(path)
+    try:
+        table, source = read_pairs(path)
+        files = [source.root / name for name in dict.fromkeys(table.column("file_name").to_pylist())]
+    except DataFormatError:
+        if not path.is_dir():
+            raise
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataFormatError(f"{path}: no eval images found")
+
+    def probe(file: Path):
+        try:
+            facts, image = probe_image(file)
+        except BadImageError:
+            return None
+        return facts.sha256, thumbnail_embedding(image)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        probed = [p for p in progress(pool.map(probe, files), total=len(files), desc="eval images") if p]
+    if not probed:
+        raise DataFormatError(f"{path}: none of the {len(files)} eval images could be decoded")
+    return EvalSet.from_parts([h for h, _ in probed], np.stack([e for _, e in probed]))
+
+
+@dataclass
+class CurateResult:
+    report: FilterReport
+    skipped: SkipLog
+    output: Path  # the metadata file written
+
+
+def curate(
+    source: str | Path,
+    out_dir: str | Path,
+    config: FilterConfig = FilterConfig(),
+    eval_set: EvalSet | None = None,
+    near_duplicate_cosine: float = PAPER_NEAR_DUPLICATE_COSINE,
+    workers: int = 2,
+) -> CurateResult:
+    """Filter the data set at ``source`` into ``out_dir`` (kept rows + their images)."""
+    log = SkipLog()
+    table, where = read_pairs(source, log)
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == where.root.resolve():
+        raise DataFormatError("the output folder must differ from the input folder")
+    probed = probe_images(table, where.root, log, embed=eval_set is not None, workers=workers)
+    extra = {}
+    if eval_set is not None:
+        hashes = probed.table.column("image_key").to_pylist()
+        extra["eval_duplicate"] = eval_duplicate_mask(hashes, probed.embeddings, eval_set, near_duplicate_cosine)
+    result = apply_filters(probed.table, config, extra_rules=extra, skipped=dict(log.counts))
+    _attach_skip_examples(result.report, log)
+    kept = result.kept.select([c for c in table.column_names])  # the input's own columns
+    written = write_pairs(kept, out_dir, fmt=where.format)
+    copy_images(kept.column("file_name").to_pylist(), where.root, out_dir)
+    return CurateResult(result.report, log, written)
+
+
+def _attach_skip_examples(report: FilterReport, log: SkipLog) -> None:
+    for outcome in report.rules:
+        if outcome.rule == "bad_input":
+            outcome.examples = [
+                f"{reason}: {example}" for reason in sorted(log.examples) for example in log.examples[reason]
+            ][:10]
+
+
+def copy_images(file_names: list[str], src_root: Path, dst_root: Path) -> None:
+    """Place each image at the same relative path under ``dst_root`` (hard link, else copy)."""
+    for name in progress(list(dict.fromkeys(file_names)), desc="write images"):
+        src, dst = src_root / name, dst_root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists():
+            dst.unlink()
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)

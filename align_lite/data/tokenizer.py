@@ -1,0 +1,129 @@
+"""A WordPiece tokenizer learnt from the alt-texts, as the paper learns its vocabulary.
+
+ALIGN trains a 100 k WordPiece vocabulary on its own training data (kakaobrain's reimplementation
+used BERT's uncased vocabulary instead). We do the same at small scale with Hugging Face
+``tokenizers``: BERT-style normalisation (lower-case, strip accents) and pre-tokenisation,
+``[CLS] text [SEP]``, padded and truncated to 64 tokens (the paper's text length).
+
+Saved as one ``tokenizer.json`` plus ``tokenizer_config.json``, so the folder also loads with
+``transformers.PreTrainedTokenizerFast`` (what the BERT tower will consume).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "tokenizer_config.json"
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Vocabulary size and sequence length. Paper: 100 k wordpieces, 64 tokens."""
+
+    vocab_size: int = 8_000
+    max_length: int = 64
+    min_frequency: int = 2
+    lowercase: bool = True
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < len(SPECIAL_TOKENS) + 1 or self.max_length < 3:
+            raise ValueError("vocab_size must exceed the special tokens and max_length be >= 3")
+
+    @classmethod
+    def paper(cls) -> TokenizerConfig:
+        return cls(vocab_size=100_000, max_length=64)
+
+
+class AltTextTokenizer:
+    """Texts → ``input_ids`` and ``attention_mask``, both (B, max_length) int64 tensors."""
+
+    def __init__(self, tokenizer: Tokenizer, config: TokenizerConfig):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.pad_id = tokenizer.token_to_id("[PAD]")
+        tokenizer.enable_padding(pad_id=self.pad_id, pad_token="[PAD]", length=config.max_length)
+        tokenizer.enable_truncation(max_length=config.max_length)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        if isinstance(texts, str):
+            texts = [texts]
+        encodings = self.tokenizer.encode_batch(list(texts))
+        return {
+            "input_ids": torch.tensor([e.ids for e in encodings], dtype=torch.long),
+            "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long),
+        }
+
+    def tokens(self, text: str) -> list[str]:
+        """The wordpieces of one text, without padding (for showing in the book)."""
+        encoding = self.tokenizer.encode(text)
+        return [t for t, m in zip(encoding.tokens, encoding.attention_mask) if m]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(str(directory / TOKENIZER_FILE))
+        meta = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "model_max_length": self.config.max_length,
+            "pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
+            "sep_token": "[SEP]", "mask_token": "[MASK]",
+            "align_lite": asdict(self.config),
+        }
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> AltTextTokenizer:
+        directory = Path(directory)
+        file = directory / TOKENIZER_FILE
+        if not file.is_file():
+            raise FileNotFoundError(f"{directory}: no {TOKENIZER_FILE}")
+        meta = json.loads((directory / CONFIG_FILE).read_text()) if (directory / CONFIG_FILE).is_file() else {}
+        config = TokenizerConfig(**meta.get("align_lite", {}))
+        return cls(Tokenizer.from_file(str(file)), config)
+
+    def to_transformers(self):
+        """The same tokenizer as ``transformers.PreTrainedTokenizerFast``."""
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast(
+            tokenizer_object=self.tokenizer, model_max_length=self.config.max_length,
+            pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+            mask_token="[MASK]",
+        )
+
+
+def train_tokenizer(texts: Iterable[str], config: TokenizerConfig = TokenizerConfig()) -> AltTextTokenizer:
+    """Learn a WordPiece vocabulary from ``texts``."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=config.lowercase
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=config.vocab_size, min_frequency=config.min_frequency,
+        special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return AltTextTokenizer(tokenizer, config)
