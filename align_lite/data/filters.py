@@ -11,7 +11,7 @@ Rules, in order, with the paper's thresholds as defaults (:class:`FilterConfig`)
 ========================  ======================================================================
 ``image_size``            keep only images whose shorter side is > 200 px
 ``aspect_ratio``          keep only images with aspect ratio (long/short side) < 3
-``image_alt_texts``       discard images associated with > 1000 distinct alt-texts
+``image_alt_texts``       discard images associated with > 1000 alt-texts (pairs)
 ``alt_text_sharing``      discard alt-texts shared by > 10 distinct images
 ``text_length``           discard alt-texts with < 3 or > 20 unigrams
 ``rare_tokens``           discard alt-texts with any unigram outside the top-K most frequent
@@ -230,23 +230,23 @@ def encode(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
 
-def distinct_pair_counts(image_ids: np.ndarray, text_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct alt-texts of each image, distinct images of each alt-text).
+def images_per_text(image_ids: np.ndarray, text_ids: np.ndarray) -> np.ndarray:
+    """(n_texts,) number of distinct images each normalised alt-text appears with.
 
     ``image_ids``/``text_ids``: (N,) int64 codes of each row's image and normalised alt-text.
-    Returns arrays of shape (n_images,) and (n_texts,).
     """
     n_images = int(image_ids.max(initial=-1)) + 1
     pairs = _sorted_unique(text_ids * n_images + image_ids)
-    texts_per_image = np.bincount(pairs % n_images, minlength=n_images)
-    images_per_text = np.bincount(pairs // n_images, minlength=int(text_ids.max(initial=-1)) + 1)
-    return texts_per_image, images_per_text
+    return np.bincount(pairs // n_images, minlength=int(text_ids.max(initial=-1)) + 1)
 
 
 def sharing_counts(image_ids: np.ndarray, text_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: (distinct alt-texts of its image, distinct images of its alt-text), both (N,)."""
-    texts_per_image, images_per_text = distinct_pair_counts(image_ids, text_ids)
-    return texts_per_image[image_ids], images_per_text[text_ids]
+    """Per row: (alt-texts of its image, distinct images of its alt-text), both (N,).
+
+    An image's alt-texts are all the rows (pairs) it appears in: on the web every page that
+    shows an image associates one more alt-text with it, repeated or not.
+    """
+    return np.bincount(image_ids)[image_ids], images_per_text(image_ids, text_ids)[text_ids]
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -313,14 +313,14 @@ def filter_masks(table: pa.Table, config: FilterConfig = FilterConfig()) -> dict
     with ThreadPoolExecutor(max_workers=2) as pool:  # two hash passes that release the GIL
         text_codes = pool.submit(encode, normalized_texts(tb))
         image_codes = pool.submit(encode, image_keys(table))
-        texts_per_image, images_per_text = sharing_counts(
+        alt_texts_of_image, images_of_text = sharing_counts(
             image_codes.result()[0], text_codes.result()[0]
         )
     return {
         "image_size": image_size_mask(width, height, config),
         "aspect_ratio": aspect_ratio_mask(width, height, config),
-        "image_alt_texts": texts_per_image > config.max_alt_texts_per_image,
-        "alt_text_sharing": images_per_text > config.max_images_per_alt_text,
+        "image_alt_texts": alt_texts_of_image > config.max_alt_texts_per_image,
+        "alt_text_sharing": images_of_text > config.max_images_per_alt_text,
         "text_length": text_length_mask(tb.words_per_row, config),
         "rare_tokens": rare_token_mask(tb, config),
     }
@@ -462,10 +462,9 @@ def reference_filter_masks(rows: list[dict], config: FilterConfig = FilterConfig
     key = "image_key" if rows and "image_key" in rows[0] else "file_name"
     words = [WORD_PATTERN.findall((row["text"] or "").lower()) for row in rows]
     norm = [" ".join(w) for w in words]
-    texts_of_image: dict[str, set] = {}
+    texts_of_image: Counter = Counter(row[key] for row in rows)
     images_of_text: dict[str, set] = {}
     for row, text in zip(rows, norm):
-        texts_of_image.setdefault(row[key], set()).add(text)
         images_of_text.setdefault(text, set()).add(row[key])
     vocab_ok = _reference_vocabulary_test(words, config.rare_token_top_k)
     out: dict[str, list[bool]] = {rule: [] for rule in RULES}
@@ -473,7 +472,7 @@ def reference_filter_masks(rows: list[dict], config: FilterConfig = FilterConfig
         short, long = min(row["width"], row["height"]), max(row["width"], row["height"])
         out["image_size"].append(short <= config.min_image_side)
         out["aspect_ratio"].append(short == 0 or long / short >= config.max_aspect_ratio)
-        out["image_alt_texts"].append(len(texts_of_image[row[key]]) > config.max_alt_texts_per_image)
+        out["image_alt_texts"].append(texts_of_image[row[key]] > config.max_alt_texts_per_image)
         out["alt_text_sharing"].append(len(images_of_text[text]) > config.max_images_per_alt_text)
         out["text_length"].append(not config.min_unigrams <= len(w) <= config.max_unigrams)
         out["rare_tokens"].append(not all(vocab_ok(t) for t in w))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from align_lite.data.filters import distinct_pair_counts, encode, image_keys, normalized_texts, text_bytes
+from align_lite.data.filters import encode, images_per_text, image_keys, normalized_texts, text_bytes
 
 
 @dataclass
@@ -21,7 +21,7 @@ class PairStats:
     distinct_texts: int
     length_histogram: dict[int, int]  # unigrams per alt-text → rows
     images_per_text: np.ndarray  # (distinct texts,) distinct images of each alt-text
-    texts_per_image: np.ndarray  # (images,) distinct alt-texts of each image
+    texts_per_image: np.ndarray  # (images,) alt-texts (rows) of each image
     top_shared: list[tuple[str, int]]  # most shared alt-texts and their image counts
 
     def shared_by_more_than(self, k: int) -> int:
@@ -61,15 +61,16 @@ def pair_stats(table: pa.Table, top: int = 5) -> PairStats:
     tb = text_bytes(table.column("text"))
     text_ids, texts = encode(normalized_texts(tb))
     image_ids, images = encode(image_keys(table))
-    texts_per_image, images_per_text = distinct_pair_counts(image_ids, text_ids)
+    per_text = images_per_text(image_ids, text_ids)
+    per_image = np.bincount(image_ids, minlength=len(images))
     lengths, counts = np.unique(tb.words_per_row, return_counts=True)
-    order = np.argsort(-images_per_text, kind="stable")[:top]
+    order = np.argsort(-per_text, kind="stable")[:top]
     return PairStats(
         rows=table.num_rows,
         images=len(images),
         distinct_texts=len(texts),
         length_histogram={int(k): int(v) for k, v in zip(lengths, counts)},
-        images_per_text=images_per_text,
-        texts_per_image=texts_per_image,
-        top_shared=[(texts[int(i)].as_py(), int(images_per_text[i])) for i in order],
+        images_per_text=per_text,
+        texts_per_image=per_image,
+        top_shared=[(texts[int(i)].as_py(), int(per_text[i])) for i in order],
     )
