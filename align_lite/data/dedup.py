@@ -81,4 +81,8 @@ def eval_duplicate_mask(
     threshold: float = PAPER_NEAR_DUPLICATE_COSINE,
 ) -> np.ndarray:
     """(N,) bool: exact or near duplicate of an eval image."""
-    return exact_duplicate_mask(hashes, eval_set) | near_duplicate_mask(embeddings, eval_set, threshold)
+    exact = exact_duplicate_mask(hashes, eval_set)
+    near = near_duplicate_mask(embeddings, eval_set, threshold)
+    if exact.shape != near.shape:  # a length-1 side would otherwise broadcast silently
+        raise ValueError(f"{len(exact)} hashes but {len(near)} embeddings")
+    return exact | near

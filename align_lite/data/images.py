@@ -73,11 +73,16 @@ def _read_bytes(source: str | Path | bytes, name: str) -> bytes:
 
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Convert any PIL mode to RGB; transparency (RGBA, LA, palette with alpha) goes on white."""
-    if image.mode == "RGB":
+    """Convert any PIL mode to RGB; transparency (RGBA, LA, PA, or a ``transparency`` key on P, L
+    or RGB images) goes on white. 16-bit greyscale is scaled to 8 bits, not clipped."""
+    if image.mode in {"I", "I;16", "I;16L", "I;16B", "I;16N"}:
+        # PIL's own conversion clips at 255, turning everything above 1/257 of full scale white.
+        pixels = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))  # mode L
+    if image.mode == "RGB" and "transparency" not in image.info:
         return image
     has_alpha = image.mode in {"RGBA", "LA", "PA"} or (
-        image.mode == "P" and "transparency" in image.info
+        image.mode in {"P", "L", "RGB"} and "transparency" in image.info
     )
     if has_alpha:
         rgba = image.convert("RGBA")

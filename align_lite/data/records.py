@@ -130,12 +130,15 @@ def _read_jsonl(path: Path, log: SkipLog) -> pa.Table:
                 rows.append(row)
     if not rows:
         raise DataFormatError(f"{path}: no usable rows ({log.summary()})")
-    return pa.Table.from_pylist(_align_columns(rows))
+    try:
+        return pa.Table.from_pylist(_align_columns(rows))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:  # e.g. a column that is 1 here, "x" there
+        raise DataFormatError(f"{path}: columns with mixed types ({err})") from err
 
 
 def _parse_jsonl_line(raw: bytes, where: str, log: SkipLog) -> dict | None:
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a leading byte-order mark (Windows editors) is not an error
     except UnicodeDecodeError:
         log.skip("not_utf8", f"{where}: bytes are not UTF-8")
         return None

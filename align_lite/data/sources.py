@@ -160,7 +160,12 @@ def webdataset_pairs(urls: str | Sequence[str], log: SkipLog | None = None) -> I
     import webdataset as wds
 
     log = log if log is not None else SkipLog()
-    shards = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+
+    def count_and_continue(err: Exception) -> bool:  # a missing or truncated shard: skip the rest of it
+        log.skip("corrupt_shard", f"{type(err).__name__}: {err}")
+        return True
+
+    shards = wds.WebDataset(urls, shardshuffle=False, empty_check=False, handler=count_and_continue)
     for sample in shards:
         key = sample.get("__key__", "?")
         raw_image = next((sample[e] for e in IMAGE_EXTENSIONS if e in sample), None)
@@ -193,23 +198,36 @@ def _webdataset_text(sample: Sample) -> str | None:
     return None
 
 
-def write_webdataset(source: str | Path, pattern: str, max_count: int = 10_000) -> list[str]:
+def write_webdataset(
+    source: str | Path, pattern: str, max_count: int = 10_000, log: SkipLog | None = None
+) -> list[str]:
     """Convert a pair folder into tar shards (``pattern`` like ``out/shard-%06d.tar``).
 
     Each pair becomes ``{key}.{ext}`` (the original image bytes) + ``{key}.json`` (all columns).
+    Rows whose image file is missing or points outside the folder are counted in ``log`` and
+    left out (the bytes are copied as they are; a corrupt image is counted when read back).
     Returns the shard paths written.
     """
     import webdataset as wds
 
-    table, where = read_pairs(source)
+    log = log if log is not None else SkipLog()
+    table, where = read_pairs(source, log)
     Path(pattern).parent.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     with wds.ShardWriter(pattern, maxcount=max_count, verbose=0) as sink:
         for i, row in enumerate(table.to_pylist()):
             name = row["file_name"]
+            if not safe_relative_path(name):
+                log.skip("unsafe_file_name", f"row {i}: {name!r}")
+                continue
+            try:
+                raw = (where.root / name).read_bytes()
+            except OSError as err:
+                log.skip("missing_file", f"row {i}: {name}: {err.strerror or err}")
+                continue
             ext = Path(name).suffix.lstrip(".").lower() or "png"
             ext = "jpg" if ext == "jpeg" else ext
-            sample = {"__key__": f"{i:09d}", ext: (where.root / name).read_bytes(),
+            sample = {"__key__": f"{i:09d}", ext: raw,
                       "json": json.dumps(row, ensure_ascii=False).encode("utf-8")}
             sink.write(sample)
             if sink.fname and sink.fname not in written:

@@ -60,9 +60,10 @@ class AltTextTokenizer:
         if isinstance(texts, str):
             texts = [texts]
         encodings = self.tokenizer.encode_batch(list(texts))
+        shape = (len(encodings), self.config.max_length)  # stays 2-D for an empty batch
         return {
-            "input_ids": torch.tensor([e.ids for e in encodings], dtype=torch.long),
-            "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long),
+            "input_ids": torch.tensor([e.ids for e in encodings], dtype=torch.long).reshape(shape),
+            "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long).reshape(shape),
         }
 
     def tokens(self, text: str) -> list[str]:
