@@ -13,7 +13,7 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +21,7 @@ import pyarrow as pa
 from align_lite.data.dedup import PAPER_NEAR_DUPLICATE_COSINE, EvalSet, eval_duplicate_mask
 from align_lite.data.filters import FilterConfig, FilterReport, apply_filters
 from align_lite.data.images import BadImageError, ImageFacts, probe_image, thumbnail_embedding
-from align_lite.data.records import DataFormatError, SkipLog, read_pairs, write_pairs
+from align_lite.data.records import DataFormatError, SkipLog, read_pairs, safe_relative_path, write_pairs
 from align_lite.progress import progress
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -33,12 +33,6 @@ class ProbedImages:
 
     table: pa.Table  # input rows with usable images, plus width, height, image_key columns
     embeddings: np.ndarray | None  # (N, D) thumbnails, when asked for
-
-
-def safe_relative_path(file_name: str) -> bool:
-    """``file_name`` stays inside the data set's folder (no absolute path, no ``..``)."""
-    path = PurePosixPath(file_name.replace("\\", "/"))
-    return not path.is_absolute() and ".." not in path.parts and file_name.strip() != ""
 
 
 def probe_images(

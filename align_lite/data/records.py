@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -73,6 +73,12 @@ class SkipLog:
             return "no rows skipped"
         parts = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.counts.items()))
         return f"skipped {self.total} rows ({parts})"
+
+
+def safe_relative_path(file_name: str) -> bool:
+    """``file_name`` stays inside the data set's folder (no absolute path, no ``..``)."""
+    path = PurePosixPath(file_name.replace("\\", "/"))
+    return not path.is_absolute() and ".." not in path.parts and file_name.strip() != ""
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from align_lite.data.curate import safe_relative_path
 from align_lite.data.images import BadImageError, open_rgb, to_rgb
-from align_lite.data.records import SkipLog, read_pairs, write_pairs
+from align_lite.data.records import SkipLog, read_pairs, safe_relative_path, write_pairs
 
 Sample = dict[str, Any]
 
