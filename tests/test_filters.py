@@ -220,3 +220,88 @@ def test_generated_world_against_reference():
     slow = reference_filter_masks(table.to_pylist(), config)
     for rule in RULES:
         np.testing.assert_array_equal(fast[rule], slow[rule], err_msg=rule)
+
+
+# ------------------------------------------------------------------- fast paths of the text work
+
+def python_words(texts: list) -> list[list[str]]:
+    from align_lite.data.filters import WORD_PATTERN
+
+    return [WORD_PATTERN.findall((t or "").lower()) for t in texts]
+
+
+TRICKY_TEXTS = [
+    "a red circle", "", None, " ", "  two  spaces ", "trailing ", " leading", "x!y", "IMG_12.JPG",
+    "héllo wörld", "a—b", "tab\there", "new\nline", "nul\x00byte", "ab", "cd", "EF", "end",
+]
+
+
+@pytest.mark.parametrize("kind", ["string", "large_string", "chunked_sliced"])
+def test_text_bytes_match_python_on_clean_and_dirty_rows(kind):
+    texts = pa.array(TRICKY_TEXTS, pa.large_string() if kind == "large_string" else pa.string())
+    if kind == "chunked_sliced":
+        first = pa.array(["drop me", *TRICKY_TEXTS[:7]]).slice(1)
+        texts = pa.chunked_array([first, pa.array(TRICKY_TEXTS[7:])])
+    tb = text_bytes(texts)
+    words = python_words(TRICKY_TEXTS)
+    assert normalized_texts(tb).to_pylist() == [" ".join(w) for w in words]
+    assert tb.words_per_row.tolist() == [len(w) for w in words]
+    # a row is clean exactly when lower-casing alone normalises it (nothing is flagged here
+    # by a double space across a row boundary)
+    lower = [(t or "").lower() for t in TRICKY_TEXTS]
+    assert tb.clean.tolist() == [lo == " ".join(w) for lo, w in zip(lower, words)]
+    # the word spans, found on the whole buffer, split words that touch across rows ("ab","cd")
+    spans = [bytes(tb.data[s:e]).decode() for s, e in zip(tb.starts, tb.ends)]
+    assert spans == [x for w in words for x in w]
+    assert tb.rows.tolist() == [i for i, w in enumerate(words) for _ in w]
+
+
+def test_all_clean_rows_are_returned_as_they_are():
+    texts = pa.array(["a red circle", "b", "", "two words"])
+    tb = text_bytes(texts)
+    assert tb.clean.all() and normalized_texts(tb) is tb.lower
+    assert tb.words_per_row.tolist() == [3, 1, 0, 2]
+
+
+def test_unicode_texts_take_the_utf8_path():
+    texts = pa.array(["Ünïcode WÖRDS", "ASCII Words"])
+    assert normalized_texts(text_bytes(texts)).to_pylist() == ["ünïcode wörds", "ascii words"]
+
+
+def test_count_per_row_on_packed_bits():
+    from align_lite.data.filters import _count_per_row
+
+    rng = np.random.default_rng(1)
+    for n_bytes in (0, 1, 7, 8, 9, 64, 1001):
+        mask = rng.random(n_bytes) < 0.4
+        cuts = np.sort(rng.integers(0, n_bytes + 1, 12))
+        offsets = np.concatenate([[0], cuts, cuts[-1:], [n_bytes]])  # includes empty rows
+        expected = [int(mask[a:b].sum()) for a, b in zip(offsets[:-1], offsets[1:])]
+        assert _count_per_row(mask, offsets).tolist() == expected
+
+
+def test_unigrams_are_the_words_of_every_row():
+    from align_lite.data.filters import encode_unigrams
+
+    table = random_web_table(501, seed=7)
+    unigrams = encode_unigrams(text_bytes(table.column("text")))
+    words = python_words(table.column("text").to_pylist())
+    assert unigrams.vocab.take(pa.array(unigrams.ids)).to_pylist() == [x for w in words for x in w]
+    assert unigrams.rows.tolist() == [i for i, w in enumerate(words) for _ in w]
+    assert len(set(unigrams.vocab.to_pylist())) == len(unigrams.vocab)
+
+
+def test_images_per_text_with_single_and_repeated_images():
+    from align_lite.data.filters import images_per_text
+
+    rng = np.random.default_rng(2)
+    image_ids = rng.integers(0, 300, 1000)
+    text_ids = rng.integers(0, 50, 1000)
+    expected = [len(set(image_ids[text_ids == t])) for t in range(text_ids.max() + 1)]
+    assert images_per_text(image_ids, text_ids).tolist() == expected
+
+
+def test_kept_table_is_the_rows_that_pass():
+    table = random_web_table(300, seed=3)
+    result = apply_filters(table, FilterConfig(max_alt_texts_per_image=3))
+    assert result.kept.equals(table.filter(pa.array(result.first_failed < 0)))

@@ -37,6 +37,7 @@ from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -110,48 +111,195 @@ _WORD_BYTE[ord("_")] = True
 WORD_PATTERN = re.compile(r"[0-9A-Za-z_\u0080-\U0010ffff]+")
 
 
+#: Number of set bits of every byte value (a popcount table for bit-packed masks).
+_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
+
+
 @dataclass(frozen=True)
 class TextBytes:
-    """A text column as one UTF-8 byte buffer, lower-cased, with word boundaries located.
+    """A text column as one UTF-8 byte buffer, lower-cased; its words are located on demand.
 
-    ``data``: (B,) uint8; ``offsets``: (N+1,) int64 row boundaries into ``data``;
-    ``starts``/``ends``: (T,) int64 first and one-past-last byte of every word;
-    ``rows``: (T,) int64 row of every word (non-decreasing); ``word``: (B,) bool word bytes.
+    ``lower``: (N,) the lower-cased texts (nulls → ``""``) as an Arrow string array;
+    ``data``: (B,) uint8 their bytes, one buffer; ``offsets``: (N+1,) int64 row boundaries
+    into ``data``. The rest is computed on first use and cached: ``space``/``word`` (B,) bool;
+    ``clean``/``words_per_row`` (N,); ``normalized`` (N,) strings; ``starts``/``ends``/``rows``
+    (T,) int64, one entry per word.
+
+    Most alt-texts are already normalised once lower-cased ("a red circle"), so the per-row
+    facts that the rules need (word counts, normalised texts) take a few cheap passes over the
+    bytes, and the word-by-word work is done only for the few rows that are not :attr:`clean`.
     """
 
+    lower: pa.Array
     data: np.ndarray
     offsets: np.ndarray
-    word: np.ndarray
-    starts: np.ndarray
-    ends: np.ndarray
-    rows: np.ndarray
 
     @property
+    def n_rows(self) -> int:
+        return len(self.offsets) - 1
+
+    @cached_property
+    def space(self) -> np.ndarray:
+        """(B,) bool: the byte is an ASCII space."""
+        return self.data == ord(" ")
+
+    @cached_property
+    def clean(self) -> np.ndarray:
+        """(N,) bool: the row is already normalised: words joined by single spaces, nothing else.
+
+        A row is *not* clean when it holds a byte that is neither a word byte nor a space, two
+        spaces in a row, or a space at its start or end. Rows flagged by mistake (a double space
+        across a row boundary) only cost time: they are normalised the long way, same result.
+        """
+        data, space, first, last = self.data, self.space, self.offsets[:-1], self.offsets[1:] - 1
+        # Passes over all B bytes write into one scratch buffer: a fresh 50 MB array costs
+        # about as much as the pass itself. a..z -> 0..25 (uint8 arithmetic wraps), so one
+        # comparison finds the non-letters; ^ drops the spaces among them; the rest are rare
+        # (digits, "_", punctuation, non-ASCII) and are checked against _WORD_BYTE one by one.
+        scratch = np.subtract(data, np.uint8(ord("a")))
+        flags = np.greater_equal(scratch, 26, out=scratch.view(bool))
+        odd = np.flatnonzero(np.bitwise_xor(flags, space, out=flags))
+        bad_bytes = odd[~_WORD_BYTE[data[odd]]]
+        double_spaces = np.flatnonzero(np.logical_and(space[1:], space[:-1], out=flags[1:]))
+        clean = np.ones(self.n_rows, dtype=bool)
+        clean[self.row_of(np.concatenate([bad_bytes, double_spaces]))] = False
+        nonempty = np.flatnonzero(last >= first)
+        edge_space = space[first[nonempty]] | space[last[nonempty]]
+        clean[nonempty[edge_space]] = False
+        return clean
+
+    @cached_property
+    def dirty_rows(self) -> np.ndarray:
+        """(R,) int64 the rows that are not :attr:`clean`."""
+        return np.flatnonzero(~self.clean)
+
+    @cached_property
+    def dirty(self) -> TextBytes:
+        """The TextBytes of just the :attr:`dirty_rows`."""
+        return self.subset(self.dirty_rows)
+
+    @cached_property
+    def normalized(self) -> pa.Array:
+        """(N,) the normalised texts (see :func:`normalized_texts`)."""
+        if not len(self.dirty_rows):
+            return self.lower
+        fixed = _joined_words(self.dirty).cast(self.lower.type)
+        return pc.replace_with_mask(self.lower, pa.array(~self.clean), fixed)
+
+    @cached_property
     def words_per_row(self) -> np.ndarray:
-        """(N,) number of unigrams in each row."""
-        return np.bincount(self.rows, minlength=len(self.offsets) - 1)
+        """(N,) int64 number of unigrams in each row.
+
+        A clean row has one word more than spaces (none when empty); the other rows count
+        their words one by one, in the TextBytes of just those rows (:attr:`dirty`).
+        """
+        counts = _count_per_row(self.space, self.offsets) + (np.diff(self.offsets) > 0)
+        counts[self.dirty_rows] = np.bincount(self.dirty.rows, minlength=len(self.dirty_rows))
+        return counts
+
+    @cached_property
+    def word(self) -> np.ndarray:
+        """(B,) bool: the byte belongs to a word (:data:`_WORD_BYTE`).
+
+        In clean rows that is every byte but the spaces; only the bytes of the other rows are
+        looked up in the table.
+        """
+        word = ~self.space
+        positions = _row_bytes(self.offsets, self.dirty_rows)
+        word[positions] = _WORD_BYTE[self.data[positions]]
+        return word
+
+    @cached_property
+    def _spans(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(starts, ends, rows) of every word, each (T,) int64."""
+        word = self.word
+        # +1 where a word starts, -1 one past where it ends (on the buffer as a whole) ...
+        edges = np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+        is_start, is_end = edges[:-1] == 1, edges[1:] == -1
+        # ... and a row boundary also starts (ends) a word wherever it has a word byte after
+        # (before) it, even when the previous (next) row's last (first) byte is a word byte.
+        first, last = self.offsets[:-1], self.offsets[1:] - 1
+        nonempty = last >= first
+        is_start[first[nonempty]] = word[first[nonempty]]
+        is_end[last[nonempty]] = word[last[nonempty]]
+        starts, ends = np.flatnonzero(is_start), np.flatnonzero(is_end) + 1
+        rows = np.repeat(np.arange(self.n_rows), _count_per_row(is_start, self.offsets))
+        return starts, ends, rows
+
+    @property
+    def starts(self) -> np.ndarray:
+        """(T,) int64 first byte of every word."""
+        return self._spans[0]
+
+    @property
+    def ends(self) -> np.ndarray:
+        """(T,) int64 one past the last byte of every word."""
+        return self._spans[1]
+
+    @property
+    def rows(self) -> np.ndarray:
+        """(T,) int64 row of every word (non-decreasing)."""
+        return self._spans[2]
+
+    def row_of(self, positions: np.ndarray) -> np.ndarray:
+        """(P,) int64 row of each byte position in ``positions`` (P,)."""
+        return np.searchsorted(self.offsets, positions, side="right") - 1
+
+    def subset(self, rows: np.ndarray) -> TextBytes:
+        """The TextBytes of just ``rows`` (R,) int64 (already lower-cased, not again)."""
+        return _lowered_text_bytes(self.lower.take(pa.array(rows)))
+
+
+def _row_bytes(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(b,) int64 the positions of all bytes of ``rows`` (R,), row after row."""
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+    first_output = np.cumsum(lengths) - lengths  # where each row's bytes start in the output
+    return np.repeat(starts - first_output, lengths) + np.arange(int(lengths.sum()))
+
+
+def _count_per_row(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(N,) int64 number of True values of ``mask`` (B,) bool between consecutive ``offsets``.
+
+    Counts on the bit-packed mask (8 values per byte, first value in the top bit): the count
+    before position p is the popcount of all packed bytes before p // 8, plus that of the top
+    p % 8 bits of packed byte p // 8. One cheap pass over B / 8 bytes instead of B.
+    """
+    packed = np.append(np.packbits(mask), np.uint8(0))  # the extra byte serves p = B
+    before_byte = np.zeros(len(packed) + 1, dtype=np.int32 if len(mask) < 2**31 else np.int64)
+    np.cumsum(_POPCOUNT[packed], out=before_byte[1:])
+    byte, bits = offsets // 8, offsets % 8
+    top_bits = (0xFF00 >> bits) & 0xFF
+    before = before_byte[byte] + _POPCOUNT[packed[byte] & top_bits]
+    return np.diff(before.astype(np.int64))
 
 
 def text_bytes(texts: pa.Array | pa.ChunkedArray) -> TextBytes:
-    """Lower-case ``texts`` (nulls → ``""``) and find every word's byte span."""
-    lower = pc.utf8_lower(pc.fill_null(texts, ""))
-    if isinstance(lower, pa.ChunkedArray):
-        lower = lower.combine_chunks()
-    lower = lower.cast(pa.large_string())
-    offsets_buf, data_buf = lower.buffers()[1:3]
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[lower.offset : lower.offset + len(lower) + 1]
+    """Lower-case ``texts`` (nulls → ``""``) and view them as one byte buffer.
+
+    Pure-ASCII columns (the usual case) take Arrow's faster ASCII kernel: same result there.
+    """
+    texts = pc.fill_null(texts, "")
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    ascii_only = _string_buffers(texts)[0].max(initial=0) < 0x80
+    lower = pc.ascii_lower(texts) if ascii_only else pc.utf8_lower(texts)
+    return _lowered_text_bytes(lower)
+
+
+def _string_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) uint8 bytes and (N+1,) int64 offsets (from 0) of a string or large_string array."""
+    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    offsets_buf, data_buf = strings.buffers()[1:3]
+    first = strings.offset
+    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[first : first + len(strings) + 1]
+    offsets = offsets.astype(np.int64)
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    data, offsets = data[offsets[0] : offsets[-1]], offsets - offsets[0]
-    word = _WORD_BYTE[data]
-    boundary = np.zeros(len(data) + 1, dtype=bool)  # True where a row starts or ends
-    boundary[offsets] = True
-    prev_word = np.concatenate([[False], word[:-1]]) & ~boundary[:-1]
-    next_word = np.concatenate([word[1:], [False]]) & ~boundary[1:]
-    starts = np.flatnonzero(word & ~prev_word)
-    ends = np.flatnonzero(word & ~next_word) + 1
-    words_per_row = np.diff(np.searchsorted(starts, offsets))
-    rows = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), words_per_row)
-    return TextBytes(data, offsets, word, starts, ends, rows)
+    return data[offsets[0] : offsets[-1]], offsets - offsets[0]
+
+
+def _lowered_text_bytes(lower: pa.Array) -> TextBytes:
+    """The TextBytes of an already lower-cased, null-free string or large_string array."""
+    return TextBytes(lower, *_string_buffers(lower))
 
 
 def _string_array(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
@@ -161,7 +309,16 @@ def _string_array(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
 
 
 def normalized_texts(tb: TextBytes) -> pa.Array:
-    """Each row's words joined by single spaces: the key under which alt-texts are compared."""
+    """(N,) each row's words joined by single spaces: the key under which alt-texts are compared.
+
+    Clean rows (:attr:`TextBytes.clean`) are their own normal form; only the others are
+    rebuilt word by word (:func:`_joined_words`) and put in their place. Cached on ``tb``.
+    """
+    return tb.normalized
+
+
+def _joined_words(tb: TextBytes) -> pa.Array:
+    """(N,) large_string: each row's words joined by single spaces, built from the word spans."""
     lengths = tb.ends - tb.starts
     last_in_row = np.ones(len(tb.rows), dtype=bool)
     last_in_row[:-1] = tb.rows[1:] != tb.rows[:-1]
@@ -173,16 +330,23 @@ def normalized_texts(tb: TextBytes) -> pa.Array:
     keep[tb.ends[has_separator]] = True  # the byte after a word becomes its separator
     data = tb.data[keep]
     data[(out_starts + lengths)[has_separator]] = ord(" ")
-    per_row = np.bincount(tb.rows, weights=step, minlength=len(tb.offsets) - 1).astype(np.int64)
+    per_row = np.bincount(tb.rows, weights=step, minlength=tb.n_rows).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(per_row)])
     return _string_array(data, offsets)
 
 
-def word_array(tb: TextBytes) -> pa.Array:
-    """(T,) every unigram occurrence as a string, in order."""
-    lengths = tb.ends - tb.starts
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    return _string_array(tb.data[tb.word], offsets)
+def spaced_word_array(normalized: pa.Array) -> pa.Array:
+    """(T,) every unigram occurrence of ``normalized`` (N,) texts, each with a space appended.
+
+    Appending one space to every non-empty normalised text puts exactly one space after every
+    word, so the words (with their space) are consecutive slices of that one buffer.
+    """
+    nonempty = normalized.filter(pc.not_equal(normalized, ""))
+    empty, space = pa.scalar("", normalized.type), pa.scalar(" ", normalized.type)
+    spaced = pc.binary_join_element_wise(nonempty, empty, space)
+    data, _ = _string_buffers(spaced)
+    word_ends = np.flatnonzero(data == ord(" ")) + 1
+    return _string_array(data, np.concatenate([[0], word_ends]))
 
 
 @dataclass(frozen=True)
@@ -199,8 +363,18 @@ class Unigrams:
 
 
 def encode_unigrams(tb: TextBytes) -> Unigrams:
-    ids, vocab = encode(word_array(tb))
-    return Unigrams(ids=ids, rows=tb.rows, vocab=vocab)
+    """The unigrams of ``tb``'s normalised texts, dictionary-encoded.
+
+    The two halves of the rows are encoded in two threads; their vocabularies are then merged.
+    """
+    texts, half = normalized_texts(tb), tb.n_rows // 2
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        halves = pool.map(lambda part: encode(spaced_word_array(part)), [texts[:half], texts[half:]])
+        (ids_a, vocab_a), (ids_b, vocab_b) = halves
+    merged_ids, vocab = encode(pa.concat_arrays([vocab_a, vocab_b]))
+    ids = np.concatenate([merged_ids[ids_a], merged_ids[len(vocab_a) + ids_b]])
+    rows = np.repeat(np.arange(tb.n_rows), tb.words_per_row)
+    return Unigrams(ids=ids, rows=rows, vocab=pc.utf8_slice_codeunits(vocab, 0, -1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,8 +410,13 @@ def images_per_text(image_ids: np.ndarray, text_ids: np.ndarray) -> np.ndarray:
     ``image_ids``/``text_ids``: (N,) int64 codes of each row's image and normalised alt-text.
     """
     n_images = int(image_ids.max(initial=-1)) + 1
-    pairs = _sorted_unique(text_ids * n_images + image_ids)
-    return np.bincount(pairs // n_images, minlength=int(text_ids.max(initial=-1)) + 1)
+    n_texts = int(text_ids.max(initial=-1)) + 1
+    # A row whose image is in no other row is a distinct (text, image) pair by itself; only
+    # the rows of repeated images need sorting to find their distinct pairs.
+    repeated = np.bincount(image_ids, minlength=n_images)[image_ids] > 1
+    single = np.bincount(text_ids[~repeated], minlength=n_texts)
+    pairs = _sorted_unique(text_ids[repeated] * n_images + image_ids[repeated])
+    return single + np.bincount(pairs // n_images, minlength=n_texts)
 
 
 def sharing_counts(image_ids: np.ndarray, text_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -284,21 +463,21 @@ def frequency_threshold(unigrams: Unigrams, top_k: int) -> int:
 
 def could_be_rare(tb: TextBytes, top_k: int) -> bool:
     """False when the corpus cannot hold more than K distinct unigrams+bigrams (cheap bound)."""
-    n_words = len(tb.rows)
-    n_bigrams = int((tb.rows[1:] == tb.rows[:-1]).sum()) if n_words else 0
+    words = tb.words_per_row
+    n_words, n_bigrams = int(words.sum()), int(np.maximum(words - 1, 0).sum())
     return top_k < n_words + n_bigrams
 
 
 def rare_token_mask(tb: TextBytes, config: FilterConfig) -> np.ndarray:
     """(N,) bool: some unigram of the row is outside the corpus's top-K unigrams+bigrams."""
-    n_rows = len(tb.offsets) - 1
     if not could_be_rare(tb, config.rare_token_top_k):
-        return np.zeros(n_rows, dtype=bool)
+        return np.zeros(tb.n_rows, dtype=bool)
     unigrams = encode_unigrams(tb)
     threshold = frequency_threshold(unigrams, config.rare_token_top_k)
-    unigram_counts = np.bincount(unigrams.ids, minlength=len(unigrams.vocab))
-    rare = unigram_counts[unigrams.ids] < threshold
-    return np.bincount(unigrams.rows[rare], minlength=n_rows) > 0
+    if threshold <= 1:  # every unigram of the corpus occurs at least once
+        return np.zeros(tb.n_rows, dtype=bool)
+    rare_in_vocab = np.bincount(unigrams.ids, minlength=len(unigrams.vocab)) < threshold
+    return np.bincount(unigrams.rows[rare_in_vocab[unigrams.ids]], minlength=tb.n_rows) > 0
 
 
 def filter_masks(table: pa.Table, config: FilterConfig = FilterConfig()) -> dict[str, np.ndarray]:
@@ -309,13 +488,16 @@ def filter_masks(table: pa.Table, config: FilterConfig = FilterConfig()) -> dict
     _require(table, ("text", "width", "height"))
     width = table.column("width").to_numpy()
     height = table.column("height").to_numpy()
-    tb = text_bytes(table.column("text"))
-    with ThreadPoolExecutor(max_workers=2) as pool:  # two hash passes that release the GIL
-        text_codes = pool.submit(encode, normalized_texts(tb))
-        image_codes = pool.submit(encode, image_keys(table))
-        alt_texts_of_image, images_of_text = sharing_counts(
-            image_codes.result()[0], text_codes.result()[0]
-        )
+    # Two threads (Arrow and NumPy release the GIL): one hashes the images, then counts the
+    # words, while the other normalises and hashes the texts.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        image_codes = pool.submit(lambda: encode(image_keys(table))[0])
+        tb = text_bytes(table.column("text"))
+        normalized = normalized_texts(tb)  # finds the clean rows, used by words_per_row
+        words_per_row = pool.submit(lambda: tb.words_per_row)
+        text_codes = encode(normalized)[0]
+        alt_texts_of_image, images_of_text = sharing_counts(image_codes.result(), text_codes)
+        words_per_row.result()
     return {
         "image_size": image_size_mask(width, height, config),
         "aspect_ratio": aspect_ratio_mask(width, height, config),
@@ -431,10 +613,17 @@ def apply_filters(
         outcomes.append(
             RuleOutcome(name, config.describe(name), len(removed_rows), int(mask.sum()), examples)
         )
-    keep = first_failed < 0
-    kept = table.filter(pa.array(keep))
+    kept = _filter_rows(table, first_failed < 0)
     rows_in = table.num_rows + (sum(skipped.values()) if skipped else 0)
     return FilterResult(kept, FilterReport(rows_in, kept.num_rows, outcomes), first_failed)
+
+
+def _filter_rows(table: pa.Table, keep: np.ndarray) -> pa.Table:
+    """``table.filter(keep)`` for ``keep`` (N,) bool, two columns at a time in threads."""
+    mask = pa.array(keep)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        columns = list(pool.map(lambda column: column.filter(mask), table.columns))
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 def first_failing_rule(masks: list[np.ndarray]) -> np.ndarray:
