@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,7 @@ def seed_everything(seed: int) -> None:
 def setup(seed: int = 0, quiet: bool = False) -> Run:
     """Seed, choose device and run size, style plots; print one line saying so."""
     seed_everything(seed)
+    _quiet_libraries()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run = Run(device=device, full_run=full_run_requested(), seed=seed)
     _style_plots()
@@ -58,6 +60,17 @@ def setup(seed: int = 0, quiet: bool = False) -> Run:
         size = "full-size run" if run.full_run else f"short CPU run (set {FULL_RUN_ENV}=1 for full size)"
         print(f"align_lite: device={device.type}, {size}, seed={seed}")
     return run
+
+
+def _quiet_libraries() -> None:
+    """Keep library progress bars and notices out of stored outputs (they hold timings).
+
+    Hugging Face libraries read ``HF_HUB_DISABLE_PROGRESS_BARS`` when first imported, which in a
+    chapter happens after this first cell; tqdm's notice about missing notebook widgets is noise.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 def _style_plots() -> None:
