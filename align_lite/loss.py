@@ -40,13 +40,24 @@ def contrastive_loss(
 
     ``reduction="sum"`` gives the paper's ``L_i2t + L_t2i``; ``"mean"`` transformers' average.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if image_embeds.shape != text_embeds.shape:
-        raise ValueError(f"need matching (N, D) embeddings, got {tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}")
+    _check_arguments(image_embeds, text_embeds, label_smoothing, reduction)
     logits_per_image = image_embeds @ text_embeds.T / temperature  # (N, N)
     targets = torch.arange(len(image_embeds), device=image_embeds.device)
     return two_way_loss(logits_per_image, logits_per_image.T, targets, label_smoothing, reduction)
+
+
+def _check_arguments(image_embeds: torch.Tensor, text_embeds: torch.Tensor, label_smoothing: float,
+                     reduction: str) -> None:
+    """Clear errors for what ``F.cross_entropy`` would accept silently (a negative smoothing, a
+    1-D embedding) or reject with a confusing message."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if image_embeds.ndim != 2 or image_embeds.shape != text_embeds.shape or len(image_embeds) == 0:
+        raise ValueError(
+            f"need matching, non-empty (N, D) embeddings, got {tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
+        )
 
 
 def two_way_loss(
@@ -77,7 +88,9 @@ class _AllGatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
+        # A copy, never ``grad`` itself: autograd may hand the same tensor to other branches
+        # (e.g. both inputs of an add), and an in-place all_reduce would corrupt their gradients.
+        grad = grad.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(grad)  # every rank's loss depends on every rank's embeddings
         return grad.chunk(ctx.world)[ctx.rank]
 
@@ -119,6 +132,7 @@ class ContrastiveLoss(nn.Module):
         self.config = config
 
     def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+        _check_arguments(image_embeds, text_embeds, self.config.label_smoothing, self.config.reduction)
         if not self.config.gather:
             return contrastive_loss(image_embeds, text_embeds, temperature, self.config.label_smoothing, self.config.reduction)
         all_images, all_texts = gather_with_grad(image_embeds), gather_with_grad(text_embeds)
