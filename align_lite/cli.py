@@ -3,6 +3,7 @@
     align-lite data make   --n N --seed S --out DIR [--clean]
     align-lite data filter IN --out OUT [--report FILE] [--eval-set DIR] [threshold options]
     align-lite data stats  IN
+    align-lite train --preset P [--data DIR|world] --out RUN [--max-steps N | --max-seconds S] [--resume]
 
 Exit status 0 on success; 1 with a one-line ``align-lite: error: ...`` on unusable input;
 2 for a malformed command line (argparse's convention).
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_make(data_commands)
     _add_filter(data_commands)
     _add_stats(data_commands)
+    _add_train(commands)
     return parser
 
 
@@ -158,6 +160,115 @@ def _run_stats(args: argparse.Namespace) -> None:
     print(pair_stats(table).format())
     if log.total:
         print(f"bad input: {log.summary()}")
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+
+_RECIPES = ("cpu-tiny", "gpu-small", "paper")
+
+
+def _add_train(commands) -> None:
+    # No imports of torch-backed modules here: building the parser must stay instant (`--help`).
+    # Values are checked by get_preset and TrainConfig, whose errors become one-line messages.
+    p = commands.add_parser(
+        "train", help="contrastive training of a dual encoder (also: torchrun -m align_lite.train)",
+        description="Train ALIGN's dual encoder. Without --data, on the generated world drawn in memory. "
+                    "Writes RUN/checkpoint-NNNNNNN/ (model, tokenizer, trainer state), RUN/final/ "
+                    "(from_pretrained), RUN/metrics.jsonl. Unset options take the recipe's values.",
+    )
+    p.add_argument("--preset", default="tiny",
+                   help="model preset: tiny, tiny-wide, b3-mini, b5-base, b7-base, l2-large (default %(default)s)")
+    p.add_argument("--recipe", default="cpu-tiny", choices=_RECIPES, help="training defaults (default %(default)s)")
+    p.add_argument("--data", default="world", help="'world' (default) or a pair folder / .jsonl / .parquet")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--max-steps", type=int, help="optimizer steps (also the schedule's length)")
+    limit.add_argument("--max-seconds", type=float,
+                       help="stop after this much training time (the schedule keeps the recipe's length)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--batch-size", type=int, help="pairs per micro-batch per process")
+    p.add_argument("--accum-steps", type=int, help="micro-batches per step (negatives = all of them)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--optimizer", help="adamw or lamb")
+    p.add_argument("--schedule", help="linear, cosine or constant")
+    p.add_argument("--precision", help="auto, fp32, bf16 or fp16")
+    p.add_argument("--grad-clip", type=float, help="max gradient norm; 0 turns clipping off")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--temperature", type=float, help="initial (learnable) or fixed temperature")
+    p.add_argument("--fixed-temperature", action="store_true", help="do not learn the temperature")
+    p.add_argument("--world-n", type=int, help="rows of the generated world")
+    p.add_argument("--noisy-world", action="store_true", help="train on the noisy world")
+    p.add_argument("--text-length", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--ckpt-every", type=int, help="checkpoint every N steps (0: at the end only)")
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--eval-size", type=int, help="held-out pairs for the retrieval check (0: none)")
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--no-tensorboard", action="store_true")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from align_lite.models import PRESETS
+    from align_lite.train import TrainConfig, train
+
+    if args.preset not in PRESETS:
+        raise CommandError(f"unknown model preset {args.preset!r}; valid presets: {', '.join(PRESETS)}")
+    recipe = {"cpu-tiny": TrainConfig.cpu_tiny, "gpu-small": TrainConfig.gpu_small, "paper": TrainConfig.paper}[args.recipe]()
+    overrides = {"model": args.preset}
+    for name in ("batch_size", "accum_steps", "lr", "warmup_steps", "weight_decay", "optimizer", "schedule",
+                 "precision", "seed", "temperature", "world_n", "text_length", "log_every", "ckpt_every",
+                 "eval_every", "eval_size", "num_workers", "device", "max_steps", "max_seconds"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    if args.grad_clip is not None:
+        overrides["grad_clip"] = args.grad_clip if args.grad_clip > 0 else None
+    if args.fixed_temperature:
+        overrides["learnable_temperature"] = False
+    if args.noisy_world:
+        overrides["world_noisy"] = True
+    if args.compile:
+        overrides["compile"] = True
+    if args.gradient_checkpointing:
+        overrides["gradient_checkpointing"] = True
+    if args.no_tensorboard:
+        overrides["tensorboard"] = False
+    if "max_steps" in overrides and overrides["max_steps"] < recipe.warmup_steps and "warmup_steps" not in overrides:
+        overrides["warmup_steps"] = overrides["max_steps"]  # a short run still gets a full schedule
+    config = replace(recipe, **overrides)
+    data = None if args.data == "world" else Path(args.data)
+    if data is not None and not data.exists():
+        raise CommandError(f"--data {data}: no such file or folder")
+    from align_lite.data.records import DataFormatError
+
+    try:
+        result = train(config, data=data, out_dir=args.out, resume=args.resume)
+    except DataFormatError as err:
+        raise CommandError(str(err)) from err
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return
+    last = next((r for r in reversed(result.history) if "loss" in r), {})
+    summary = f"trained {result.step} steps"
+    if last:
+        summary += f": loss {last['loss']:.4f}, temperature {last['temperature']:.4f}, {last['images_per_s']:.0f} images/s"
+    if result.skipped_steps or result.skipped_samples:
+        summary += f" ({result.skipped_steps} steps skipped, {result.skipped_samples} bad samples replaced)"
+    print(summary)
+    if result.eval:
+        print("held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in result.eval.items() if k != "eval_pairs"))
+    print(f"model -> {result.final_dir} (align_lite.models.from_pretrained); checkpoint -> {result.checkpoint}")
 
 
 if __name__ == "__main__":

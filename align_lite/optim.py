@@ -1,0 +1,142 @@
+"""Optimizers and learning-rate schedules for contrastive training (Chapter 4).
+
+ALIGN trains with **LAMB**, weight decay 1e-5, a learning rate warmed up linearly from 0 to 1e-3
+over 10 k steps and then decayed linearly to 0 at 1.2 M steps (see ``align_paper_facts.md``). We
+offer LAMB (timm's implementation) and AdamW (our CPU default: at small batch sizes LAMB's
+layer-wise trust ratio buys nothing and AdamW is the better-known baseline).
+
+Weight decay is applied only to matrices and convolution kernels: parameters with ``ndim < 2``
+(biases, batch-norm and layer-norm scales and shifts) and the temperature are left alone, as in
+open_clip and kakaobrain's COYO-ALIGN (which excludes batch-norm weights). Frozen parameters (a
+fixed temperature) are not handed to the optimizer at all.
+
+The temperature has a group of its own so that its learning rate can be scaled. Adam-type
+optimizers move a parameter by about ``lr`` per step whatever its gradient, so ``log σ`` needs
+about ln(64) / lr ≈ 4 000 steps at lr 1e-3 to go from 1 to 1/64: nothing at the paper's 1.2 M
+steps, most of a short CPU run. Short runs therefore raise ``temperature_lr_scale``.
+
+The schedule is a multiplier of the base learning rate, as a function of the number of optimizer
+steps already taken, ``s`` (0 for the first step), with ``W`` warm-up steps and ``T`` steps in all:
+
+    warm-up (s < W):     (s + 1) / W                  the first step already learns (open_clip)
+    linear   (s >= W):   1 - (s - W) / (T - W)        reaches 0 at s = T (the paper's decay)
+    cosine   (s >= W):   ½ (1 + cos(π (s - W) / (T - W)))
+    constant (s >= W):   1
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("adamw", "lamb")
+SCHEDULES = ("linear", "cosine", "constant")
+TEMPERATURE_PARAM = "log_temperature"
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                 temperature_lr_scale: float = 1.0) -> list[dict]:
+    """Up to three optimizer groups, each with ``names`` (the parameter names, for reports and
+    tests) and ``group`` (its label):
+
+    * ``decay``: matrices and kernels (ndim >= 2), with ``weight_decay``;
+    * ``no_decay``: biases and norm parameters (ndim < 2), weight decay 0;
+    * ``temperature``: the learnable temperature, weight decay 0, learning rate
+      ``lr * temperature_lr_scale`` (when ``lr`` is given).
+
+    Frozen parameters (a fixed temperature) are left out.
+    """
+    members: dict[str, list[tuple[str, nn.Parameter]]] = {"decay": [], "no_decay": [], "temperature": []}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.split(".")[-1] == TEMPERATURE_PARAM:
+            members["temperature"].append((name, param))
+        elif param.ndim < 2:
+            members["no_decay"].append((name, param))
+        else:
+            members["decay"].append((name, param))
+    groups = []
+    for label, params in members.items():
+        if not params:
+            continue
+        group = {"params": [p for _, p in params], "names": [n for n, _ in params],
+                 "weight_decay": weight_decay if label == "decay" else 0.0, "group": label}
+        if label == "temperature" and lr is not None:
+            group["lr"] = lr * temperature_lr_scale
+        groups.append(group)
+    return groups
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str = "adamw",
+    lr: float = 1e-3,
+    weight_decay: float = 1e-5,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-6,
+    temperature_lr_scale: float = 1.0,
+) -> torch.optim.Optimizer:
+    """AdamW (``torch.optim``) or LAMB (``timm.optim.Lamb``) over :func:`param_groups`.
+
+    timm's LAMB clips the global gradient norm to 1 on its own by default; we turn that off
+    (``max_grad_norm=None``) so that clipping happens once, in the trainer, where it is reported.
+    """
+    groups = param_groups(model, weight_decay, lr, temperature_lr_scale)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    if name == "lamb":
+        try:
+            from timm.optim import Lamb
+        except ImportError as err:  # pragma: no cover - timm is a dependency
+            raise ImportError("optimizer 'lamb' needs timm (pip install 'timm>=0.9')") from err
+        return Lamb(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_grad_norm=None)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning-rate multiplier at step ``s`` (see the module docstring); a picklable callable
+    for :class:`torch.optim.lr_scheduler.LambdaLR`."""
+
+    kind: str = "linear"
+    warmup_steps: int = 0
+    total_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.kind!r}; choose one of {SCHEDULES}")
+        if self.total_steps < 1 or not 0 <= self.warmup_steps <= self.total_steps:
+            raise ValueError(
+                f"need total_steps >= 1 and 0 <= warmup_steps <= total_steps, got "
+                f"warmup_steps={self.warmup_steps}, total_steps={self.total_steps}"
+            )
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.kind == "constant":
+            return 1.0
+        span = self.total_steps - self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / span) if span > 0 else 1.0
+        if self.kind == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def values(self, steps: Iterable[int]) -> list[float]:
+        return [self(s) for s in steps]
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule) -> torch.optim.lr_scheduler.LambdaLR:
+    """``LambdaLR`` with the same multiplier for every group; call ``.step()`` after each
+    optimizer step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "Schedule", "build_optimizer", "build_scheduler", "param_groups"]
