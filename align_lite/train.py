@@ -91,6 +91,7 @@ from align_lite.data.tokenizer import AltTextTokenizer, TokenizerConfig, train_t
 from align_lite.data.world import WorldConfig, WorldDataset
 from align_lite.loss import ContrastiveLoss, LossConfig
 from align_lite.models import AlignDualEncoder, from_pretrained, get_preset, load_tokenizer, save_pretrained
+from align_lite.models.image_tower import frozen_batchnorm_stats
 from align_lite.optim import OPTIMIZERS, SCHEDULES, Schedule, build_optimizer, build_scheduler
 from align_lite.progress import progress
 
@@ -490,24 +491,6 @@ def _join_rng(state: dict[str, torch.Tensor], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-@contextlib.contextmanager
-def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
-    """Batch norm keeps its running statistics (and batch counter) through a forward pass in
-    training mode: momentum 0 leaves them unchanged, and the counter is restored. Outputs still
-    use batch statistics. Used for the no-gradient pass of accumulation."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
 
 
 @torch.no_grad()

@@ -142,7 +142,7 @@ class ImageTower(nn.Module):
 
     ``gradient_checkpointing = True`` recomputes each MBConv stage in the backward pass instead of
     storing its activations (training mode only). Batch-norm running statistics are updated once
-    per step, as without checkpointing (see :func:`_no_running_stats_update`).
+    per step, as without checkpointing (see :func:`frozen_batchnorm_stats`).
     The tower works in ``channels_last`` as is: ``tower.to(memory_format=torch.channels_last)``.
 
     Untrained and in eval mode, batch norm still holds its initial running statistics (mean 0,
@@ -175,7 +175,7 @@ class ImageTower(nn.Module):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(
                     stage, x, use_reentrant=False,
-                    context_fn=lambda stage=stage: (contextlib.nullcontext(), _no_running_stats_update(stage)),
+                    context_fn=lambda stage=stage: (contextlib.nullcontext(), frozen_batchnorm_stats(stage)),
                 )
             else:
                 x = stage(x)
@@ -190,15 +190,16 @@ class ImageTower(nn.Module):
 
 
 @contextlib.contextmanager
-def _no_running_stats_update(module: nn.Module) -> Iterator[None]:
-    """Freeze batch-norm running statistics while a checkpointed stage is recomputed.
+def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
+    """Keep batch-norm running statistics unchanged through a training-mode forward of ``module``.
 
-    The recomputation runs the stage's forward a second time; in training mode batch norm would
-    fold the same batch into ``running_mean``/``running_var`` twice. With momentum 0 the running
+    Used when a forward is a repeat: a checkpointed stage recomputed in the backward pass, or the
+    no-gradient pass of gradient accumulation (:mod:`align_lite.train`), where batch norm would
+    otherwise fold the same batch into ``running_mean``/``running_var`` twice. With momentum 0 the running
     statistics stay put (the normalisation itself uses batch statistics, so outputs and gradients
     are unchanged), and ``num_batches_tracked`` is restored afterwards.
     """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
     for m in norms:
         m.momentum = 0.0
