@@ -117,15 +117,18 @@ def _add_filter(commands) -> None:
 def _run_filter(args: argparse.Namespace) -> None:
     from align_lite.data.curate import curate, load_eval_set
     from align_lite.data.filters import FilterConfig
-    from align_lite.data.records import DataFormatError
+    from align_lite.data.records import DataFormatError, SkipLog
 
     config = FilterConfig(**{f.name: getattr(args, f.name) for f in fields(FilterConfig)})
     try:
-        eval_set = load_eval_set(args.eval_set) if args.eval_set else None
+        eval_log = SkipLog()
+        eval_set = load_eval_set(args.eval_set, log=eval_log) if args.eval_set else None
         result = curate(args.input, args.out, config, eval_set, args.near_duplicate_cosine, args.workers)
     except DataFormatError as err:
         raise CommandError(str(err)) from err
     report = result.report
+    if eval_log.total:
+        print(f"eval set: {eval_log.summary()} (these eval images are not protected)")
     print(report.to_markdown())
     if result.skipped.total:
         print(f"bad input: {result.skipped.summary()}")

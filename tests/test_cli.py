@@ -176,3 +176,12 @@ def test_console_script_runs(world, tmp_path):
     bad = subprocess.run([*command, "data", "filter", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+
+
+def test_filter_counts_undecodable_eval_images(world, tmp_path, capsys):
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    shutil.copy(world / read_jsonl(world / "metadata.jsonl")[0]["file_name"], eval_dir / "good.png")
+    (eval_dir / "broken.png").write_bytes(b"\x89PNG not really")
+    assert main(["data", "filter", str(world), "--out", str(tmp_path / "k"), "--eval-set", str(eval_dir)]) == 0
+    assert "eval set: skipped 1 rows (corrupt_image: 1)" in capsys.readouterr().out

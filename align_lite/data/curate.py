@@ -35,24 +35,34 @@ class ProbedImages:
     embeddings: np.ndarray | None  # (N, D) thumbnails, when asked for
 
 
+Decoded = tuple[ImageFacts | None, np.ndarray | None, tuple[str, str]]
+
+
+def decode_images(paths: list[Path], embed: bool, workers: int, desc: str) -> list[Decoded]:
+    """Decode each path fully, in threads: (facts, thumbnail or None, ("", "")) per good image,
+    (None, None, (reason, detail)) per bad one; in the order of ``paths``."""
+
+    def decode(path: Path) -> Decoded:
+        try:
+            facts, image = probe_image(path)
+        except BadImageError as err:
+            return None, None, (err.reason, err.detail)
+        return facts, (thumbnail_embedding(image) if embed else None), ("", "")
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(progress(pool.map(decode, paths), total=len(paths), desc=desc))
+
+
 def probe_images(
     table: pa.Table, root: Path, log: SkipLog, embed: bool = False, workers: int = 2
 ) -> ProbedImages:
     """Decode each distinct image of ``table`` once; rows whose image fails are counted and dropped."""
     names = table.column("file_name").to_pylist()
     unique = list(dict.fromkeys(names))
-
-    def probe(name: str) -> tuple[ImageFacts | None, np.ndarray | None, tuple[str, str]]:
-        if not safe_relative_path(name):
-            return None, None, ("unsafe_file_name", f"{name!r} points outside the data set")
-        try:
-            facts, image = probe_image(root / name)
-        except BadImageError as err:
-            return None, None, (err.reason, err.detail)
-        return facts, (thumbnail_embedding(image) if embed else None), ("", "")
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = dict(zip(unique, progress(pool.map(probe, unique), total=len(unique), desc="decode images")))
+    safe = [name for name in unique if safe_relative_path(name)]
+    decoded = dict(zip(safe, decode_images([root / name for name in safe], embed, workers, "decode images")))
+    outside = lambda name: (None, None, ("unsafe_file_name", f"{name!r} points outside the data set"))
+    results = {name: decoded[name] if name in decoded else outside(name) for name in unique}
     keep = np.zeros(len(names), dtype=bool)
     for i, name in enumerate(names):
         facts, _, (reason, detail) = results[name]
@@ -78,8 +88,10 @@ def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.append_column(name, values)
 
 
-def load_eval_set(path: str | Path, workers: int = 2) -> EvalSet:
-    """Hashes and thumbnail embeddings of an eval set: a pair folder, or any folder of images."""
+def load_eval_set(path: str | Path, workers: int = 2, log: SkipLog | None = None) -> EvalSet:
+    """Hashes and thumbnail embeddings of an eval set: a pair folder, or any folder of images.
+
+    Eval images that cannot be decoded are counted in ``log`` (they cannot be protected)."""
     path = Path(path)
     try:
         table, source = read_pairs(path)
@@ -91,15 +103,13 @@ def load_eval_set(path: str | Path, workers: int = 2) -> EvalSet:
     if not files:
         raise DataFormatError(f"{path}: no eval images found")
 
-    def probe(file: Path):
-        try:
-            facts, image = probe_image(file)
-        except BadImageError:
-            return None
-        return facts.sha256, thumbnail_embedding(image)
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        probed = [p for p in progress(pool.map(probe, files), total=len(files), desc="eval images") if p]
+    log = log if log is not None else SkipLog()
+    probed = []
+    for facts, embedding, (reason, detail) in decode_images(files, True, workers, "eval images"):
+        if facts is None:
+            log.skip(reason, f"eval image: {detail}")
+        else:
+            probed.append((facts.sha256, embedding))
     if not probed:
         raise DataFormatError(f"{path}: none of the {len(files)} eval images could be decoded")
     return EvalSet.from_parts([h for h, _ in probed], np.stack([e for _, e in probed]))
