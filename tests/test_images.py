@@ -458,3 +458,41 @@ def test_thumbnail_embedding_resize_invariance():
     for i in range(len(emb)):
         for j in range(i + 1, len(emb)):
             assert float(emb[i] @ emb[j]) < 0.9
+
+
+def test_crop_to_pixels_matches_the_pil_transform_on_a_centre_crop():
+    from align_lite.data.images import CropToPixels, ImageTransformConfig, image_transform
+
+    config = ImageTransformConfig(resize=20, crop=16, random_flip=False)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    tensor = torch.from_numpy(np.asarray(image).transpose(2, 0, 1).copy())
+    expected = image_transform(config, train=False)(image)
+    torch.testing.assert_close(CropToPixels(config)(tensor), expected)
+    torch.testing.assert_close(CropToPixels(config)(image), expected)  # a PIL image works too
+
+
+def test_crop_to_pixels_random_crops_are_windows_of_the_image():
+    from align_lite.data.images import CropToPixels, ImageTransformConfig
+
+    config = ImageTransformConfig(resize=12, crop=8, random_flip=False)
+    tensor = torch.arange(3 * 12 * 12, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(3, 12, 12)
+    full = tensor.float() / 127.5 - 1
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        out = CropToPixels(config, train=True)(tensor)
+        matches = [(t, l) for t in range(5) for l in range(5)
+                   if torch.allclose(out, full[:, t:t + 8, l:l + 8])]
+        assert len(matches) >= 1
+        seen.add(matches[0])
+    assert len(seen) > 5  # offsets vary
+
+
+def test_crop_to_pixels_rejects_bad_input():
+    from align_lite.data.images import CropToPixels, ImageTransformConfig
+
+    crop = CropToPixels(ImageTransformConfig(resize=10, crop=8))
+    with pytest.raises(ValueError, match="uint8"):
+        crop(torch.zeros(3, 10, 10))
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        crop(torch.zeros(3, 6, 10, dtype=torch.uint8))

@@ -233,3 +233,20 @@ def test_saved_folder_loads_with_transformers(tok, tmp_path):
     hf = PreTrainedTokenizerFast.from_pretrained(str(tok.save(tmp_path)))
     out = hf(BATCH, padding="max_length", max_length=64, truncation=True, return_tensors="pt")
     assert torch.equal(out["input_ids"], tok(BATCH)["input_ids"])
+
+
+def test_trim_padding_keeps_the_longest_text_and_bert_outputs():
+    from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer, trim_padding
+    from align_lite.models.text_tower import TextTower, TextTowerConfig
+
+    texts = ["a red star", "two small blue hearts on a white background", "a cross"]
+    tok = train_tokenizer(texts * 10, TokenizerConfig(vocab_size=200, max_length=64))
+    full = tok(texts)
+    trimmed = trim_padding(full)
+    longest = int(full["attention_mask"].sum(1).max())
+    assert trimmed["input_ids"].shape == (3, longest) < full["input_ids"].shape
+    assert torch.equal(trimmed["input_ids"], full["input_ids"][:, :longest])
+    torch.manual_seed(0)
+    tower = TextTower(TextTowerConfig(vocab_size=tok.vocab_size)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(tower(**trimmed), tower(**full), rtol=1e-5, atol=1e-5)

@@ -482,3 +482,16 @@ def test_world_dataset():
 
     shaped = WorldDataset(config, image_size=16, transform=lambda im: np.asarray(im).shape)
     assert shaped[0]["image"] == (16, 16, 3)
+
+
+def test_cached_world_draws_equal_uncached_draws():
+    import numpy as np
+    import torch
+
+    config = WorldConfig.clean(n=6, seed=4)
+    plain = WorldDataset(config, image_size=40)
+    cached = WorldDataset(config, image_size=40, cache=True)
+    for i in (0, 3, 3, 5):
+        expected = torch.from_numpy(np.asarray(plain[i]["image"]).transpose(2, 0, 1).copy())
+        assert torch.equal(cached[i]["image"], expected)
+    assert sorted(cached.cache) == [0, 3, 5]

@@ -148,6 +148,36 @@ def image_transform(config: ImageTransformConfig = ImageTransformConfig(), train
     return v2.Compose(steps)
 
 
+class CropToPixels:
+    """The tail of :func:`image_transform` for images already at ``config.resize`` px, as uint8
+    tensors (or RGB PIL images): (3, R, R) uint8 → (3, crop, crop) float32 in [-1, 1], a random crop in training (the
+    offsets drawn with ``torch.randint``, like ``v2.RandomCrop``) or the centre crop otherwise.
+
+    Decoding (or drawing) and resizing once and cropping a cached tensor is what keeps the input
+    pipeline off a 2-core CPU's critical path: ~10 µs an image instead of ~0.3 ms through the PIL
+    pipeline. No flip: this path serves captions that say left and right."""
+
+    def __init__(self, config: ImageTransformConfig, train: bool = False):
+        self.config, self.train = config, train
+
+    def __call__(self, image: torch.Tensor | Image.Image) -> torch.Tensor:
+        if isinstance(image, Image.Image):
+            image = torch.from_numpy(np.asarray(to_rgb(image), dtype=np.uint8).transpose(2, 0, 1).copy())
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"CropToPixels needs a (3, H, W) uint8 tensor, got {image.dtype} {tuple(image.shape)}")
+        height, width = image.shape[1:]
+        crop = self.config.crop
+        if min(height, width) < crop:
+            raise ValueError(f"image {height}x{width} is smaller than the crop {crop}")
+        if self.train:
+            top = int(torch.randint(0, height - crop + 1, ()))
+            left = int(torch.randint(0, width - crop + 1, ()))
+        else:  # torchvision's centre-crop offsets
+            top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+        window = image[:, top:top + crop, left:left + crop]
+        return window.to(torch.float32).div_(127.5).sub_(1.0)
+
+
 def to_pixels(image: Image.Image, config: ImageTransformConfig = ImageTransformConfig()) -> torch.Tensor:
     """Eval transform of one image: (3, crop, crop) in [-1, 1]."""
     return image_transform(config, train=False)(image)
