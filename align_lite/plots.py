@@ -1,4 +1,4 @@
-"""Figures the chapters share: image grids with captions (matplotlib only)."""
+"""Figures the chapters share: image grids with captions, curves that redraw while training."""
 
 from __future__ import annotations
 
@@ -42,3 +42,53 @@ def image_grid(
         fig.suptitle(title, fontsize=11, x=0.01, ha="left")
     fig.tight_layout()
     return fig
+
+
+class LiveCurves:
+    """Training curves that redraw in a notebook as records arrive.
+
+    Pass as ``train(..., log_fns=[LiveCurves()])``: every record the trainer logs (``step`` plus
+    ``loss``, ``temperature``, ``lr``, eval numbers …) is kept in :attr:`records`, and the figure,
+    one panel per key in ``keys`` (missing keys are skipped), is redrawn in place every ``every``
+    records through IPython's display handles. Outside IPython nothing is drawn.
+    """
+
+    def __init__(self, keys: Sequence[str] = ("loss", "temperature"), every: int = 1,
+                 log_scale: Sequence[str] = ("temperature",)):
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.keys, self.every, self.log_scale = tuple(keys), every, set(log_scale)
+        self.records: list[dict] = []
+        self._handle = None
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of ``key`` over the records that have it."""
+        rows = [r for r in self.records if key in r]
+        return [int(r["step"]) for r in rows], [float(r[key]) for r in rows]
+
+    def figure(self) -> plt.Figure:
+        fig, axes = plt.subplots(1, len(self.keys), figsize=(4 * len(self.keys), 3), squeeze=False)
+        for ax, key in zip(axes[0], self.keys):
+            steps, values = self.series(key)
+            ax.plot(steps, values, marker="o" if len(steps) < 20 else None)
+            ax.set(xlabel="step", title=key, yscale="log" if key in self.log_scale and values else "linear")
+        fig.tight_layout()
+        return fig
+
+    def __call__(self, record: dict) -> None:
+        self.records.append(dict(record))
+        if len(self.records) % self.every:
+            return
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython ships with the book extras
+            return
+        if get_ipython() is None:
+            return
+        fig = self.figure()
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)

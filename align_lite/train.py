@@ -85,9 +85,9 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from align_lite import __version__
-from align_lite.data.images import ImageTransformConfig, image_transform
+from align_lite.data.images import CropToPixels, ImageTransformConfig, image_transform
 from align_lite.data.sources import PairDataset, collate_pairs
-from align_lite.data.tokenizer import AltTextTokenizer, TokenizerConfig, train_tokenizer
+from align_lite.data.tokenizer import AltTextTokenizer, TokenizerConfig, train_tokenizer, trim_padding
 from align_lite.data.world import WorldConfig, WorldDataset
 from align_lite.loss import ContrastiveLoss, LossConfig
 from align_lite.models import AlignDualEncoder, from_pretrained, get_preset, load_tokenizer, save_pretrained
@@ -96,6 +96,7 @@ from align_lite.optim import OPTIMIZERS, SCHEDULES, Schedule, build_optimizer, b
 from align_lite.progress import progress
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+WORLD_CACHE_BYTES = 2**30  # a generated world up to this size is drawn once and kept as uint8
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
@@ -111,6 +112,7 @@ _RESUME_MUST_MATCH = ("model", "batch_size", "accum_steps", "seed", "text_length
                       "world_n", "world_seed", "world_noisy", "eval_size")
 
 EvalFn = Callable[[AlignDualEncoder, int], "dict[str, float] | None"]
+LogFn = Callable[[dict], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +153,7 @@ class TrainConfig:
     loss_reduction: str = "sum"  # the paper's L_i2t + L_t2i
     text_length: int = 64  # tokens per alt-text (paper: 64)
     vocab_size: int = 8_000  # wordpieces learnt from the training texts (paper: 100 k)
-    augment: bool = True  # random crop in training (never a flip: captions say left/right)
+    augment: bool = True  # random crop of pair-folder images (never a flip: captions say left/right; the world is never cropped)
     text_dropout: float | None = None  # override the preset's BERT dropout
     stochastic_depth: float | None = None  # override the preset's EfficientNet drop-path rate
     world_n: int = 4096  # rows of the generated world (when training on it)
@@ -165,7 +167,7 @@ class TrainConfig:
     num_workers: int = 0
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the model
-    channels_last: bool = True  # on CUDA only
+    channels_last: bool = True  # NHWC images and convolutions (~1.8x faster EfficientNet on CPU too)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     tensorboard: bool = True  # write TensorBoard events when the package is installed
 
@@ -357,15 +359,18 @@ class SkipBadSamples(torch.utils.data.Dataset):
 
 
 class Collate:
-    """``collate_pairs`` + tokenization; ``n_skipped`` counts the rows :class:`SkipBadSamples`
-    replaced. Picklable, for DataLoader workers."""
+    """``collate_pairs`` + tokenization, padded to the batch's longest text
+    (:func:`~align_lite.data.tokenizer.trim_padding`); ``n_skipped`` counts the rows
+    :class:`SkipBadSamples` replaced. Picklable, for DataLoader workers."""
 
-    def __init__(self, tokenizer: AltTextTokenizer):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer: AltTextTokenizer, trim: bool = True):
+        self.tokenizer, self.trim = tokenizer, trim
 
     def __call__(self, samples: Sequence[dict | None]) -> dict[str, Any]:
         replaced = sum(s.pop("skipped", 0) for s in samples if s is not None)
         batch = collate_pairs(samples, self.tokenizer)
+        if self.trim and "input_ids" in batch:
+            batch.update(trim_padding(batch))
         batch["n_skipped"] += replaced
         return batch
 
@@ -377,6 +382,13 @@ def image_size_of(model: str) -> int:
 def transform_config(image_size: int) -> ImageTransformConfig:
     """The paper's resize→crop at ``image_size`` (resize = size·346/289), never flipped."""
     return replace(ImageTransformConfig.tiny(image_size), random_flip=False)
+
+
+def world_transform_config(image_size: int) -> ImageTransformConfig:
+    """The generated world is drawn at the model's size and never cropped: a crop cuts objects
+    and moves them away from the corner their caption names (measured: a supervised probe of the
+    tiny tower reaches 72 % on the 64 classes after 300 steps uncropped, 61 % with 64-of-77 crops)."""
+    return ImageTransformConfig(resize=image_size, crop=image_size, random_flip=False)
 
 
 def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, list[str]]:
@@ -391,8 +403,13 @@ def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, list
         maker = WorldConfig.noisy if config.world_noisy else WorldConfig.clean
         data = maker(n=config.world_n, seed=config.world_seed)
     if isinstance(data, WorldConfig):
-        train_ds = WorldDataset(data, image_size=tcfg.resize, transform=train_tf)
-        eval_ds = copy.copy(train_ds)
+        # Drawn at the model's size, uncropped; cached as uint8 when it fits (1 GiB), so that after
+        # the first epoch a step's data work is a copy and a tokenization.
+        wcfg = world_transform_config(tcfg.crop)
+        cache = data.n * 3 * wcfg.resize**2 <= WORLD_CACHE_BYTES
+        train_tf = eval_tf = CropToPixels(wcfg) if cache else image_transform(wcfg)
+        train_ds = WorldDataset(data, image_size=wcfg.resize, transform=train_tf, cache=cache)
+        eval_ds = copy.copy(train_ds)  # shares the cache
         eval_ds.transform = eval_tf
         return train_ds, eval_ds, train_ds.table["text"].to_pylist()
     if isinstance(data, (str, Path)):
@@ -567,10 +584,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: Any = None, out_dir: str | Path | None = None,
                  resume: bool = False, eval_fns: Sequence[EvalFn] = (),
-                 tokenizer: AltTextTokenizer | None = None):
+                 tokenizer: AltTextTokenizer | None = None, log_fns: Sequence[LogFn] = ()):
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.eval_fns = list(eval_fns)
+        self.log_fns = list(log_fns)
         probe = resolve_device(config.device)
         self.dist = init_distributed(probe.type)
         self.device = resolve_device(config.device, self.dist.local_rank)
@@ -633,7 +651,7 @@ class Trainer:
         self.model.to(self.device).train()
         if config.gradient_checkpointing:
             self.model.set_gradient_checkpointing(True)
-        self.use_channels_last = config.channels_last and self.device.type == "cuda"
+        self.use_channels_last = config.channels_last
         if self.use_channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.forward_model: nn.Module = self.model
@@ -926,6 +944,8 @@ class Trainer:
 
     def _write(self, record: dict, writer, tb) -> None:
         self.history.append(record)
+        for fn in self.log_fns:
+            fn(record)
         if writer is not None:
             writer.write(json.dumps(record) + "\n")
             writer.flush()
@@ -1071,7 +1091,7 @@ class Trainer:
 
 def train(config: TrainConfig = TrainConfig.cpu_tiny(), data: Any = None, out_dir: str | Path | None = None,
           resume: bool = False, eval_fns: Sequence[EvalFn] = (),
-          tokenizer: AltTextTokenizer | None = None) -> TrainResult:
+          tokenizer: AltTextTokenizer | None = None, log_fns: Sequence[LogFn] = ()) -> TrainResult:
     """Train a dual encoder; the one entry point for notebooks, the CLI and ``torchrun``.
 
     ``data``: ``None``/``"world"`` (the generated world, drawn in memory), a ``WorldConfig``, a
@@ -1082,8 +1102,10 @@ def train(config: TrainConfig = TrainConfig.cpu_tiny(), data: Any = None, out_di
     eval mode) every ``config.eval_every`` steps and at the end; their numbers join the metrics.
     ``tokenizer``: use this one instead of learning one from the training texts (its
     ``max_length`` must equal ``config.text_length``).
+    ``log_fns``: callables ``fn(record)`` given every record written to the metrics (process 0),
+    e.g. :class:`align_lite.plots.LiveCurves` to redraw curves in a notebook while training.
     """
-    trainer = Trainer(config, data, out_dir, resume, eval_fns, tokenizer)
+    trainer = Trainer(config, data, out_dir, resume, eval_fns, tokenizer, log_fns)
     try:
         return trainer.fit()
     finally:

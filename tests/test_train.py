@@ -347,3 +347,18 @@ def test_lamb_with_bf16_autocast_trains_on_cpu():
     assert result.step == 2 and result.skipped_steps == 0
     assert all(math.isfinite(loss) for loss in result.losses)
     assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast, not a cast
+
+
+def test_log_fns_see_every_record_and_live_curves_keep_them():
+    from align_lite.plots import LiveCurves
+
+    seen = []
+    live = LiveCurves(keys=("loss", "temperature", "eval_i2t_top1"))
+    result = train(small(max_steps=4, log_every=2, eval_size=16, eval_every=2), log_fns=[seen.append, live])
+    assert seen == result.history and len(seen) >= 3
+    steps, losses = live.series("loss")
+    assert steps == [2, 4] and losses == [r["loss"] for r in result.history if "loss" in r]
+    fig = live.figure()
+    assert len(fig.axes) == 3 and fig.axes[0].get_title() == "loss"
+    with pytest.raises(ValueError):
+        LiveCurves(every=0)
