@@ -1,0 +1,97 @@
+"""Zero-shot classification: class names and prompt templates become a classifier (Chapter 5).
+
+A dual encoder classifies without a classification head. Each class name c is written into
+prompt templates ("a photo of a {}."), the texts are embedded and L2-normalised, their mean is
+renormalised into one unit vector w_c per class (prompt *ensembling*; a single template is the
+special case of one prompt), and an image x is assigned
+
+    ŷ(x) = argmax_c  xᵀ w_c            W = [w_1 … w_C] : (C, D)
+
+The temperature does not change the argmax, so it is left out. Works with any model that has
+``encode_image(pixels) → (N, D)`` and ``encode_text(input_ids, attention_mask) → (M, D)`` (unit
+vectors), given a ``tokenize(list[str]) → {"input_ids", "attention_mask"}`` callable: an
+align_lite :class:`~align_lite.models.AlignDualEncoder` with its
+:class:`~align_lite.data.tokenizer.AltTextTokenizer`, or
+:class:`~align_lite.models.pretrained.PretrainedAlign` with its ``tokenize``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+Tokenize = Callable[[list[str]], "dict[str, torch.Tensor]"]
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def embed_texts(model: torch.nn.Module, tokenize: Tokenize, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """Texts → (M, D) float32 unit text embeddings, in batches, model in eval mode."""
+    if not texts:
+        raise ValueError("embed_texts needs at least one text")
+    device, was_training = _device_of(model), model.training
+    model.eval()
+    try:
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            encoded = tokenize(list(texts[start:start + batch_size]))
+            chunks.append(model.encode_text(encoded["input_ids"].to(device),
+                                            encoded["attention_mask"].to(device)).float())
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def embed_images(model: torch.nn.Module, pixels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """(N, 3, S, S) preprocessed pixels → (N, D) float32 unit image embeddings, model in eval mode."""
+    device, was_training = _device_of(model), model.training
+    model.eval()
+    try:
+        chunks = [model.encode_image(pixels[start:start + batch_size].to(device)).float()
+                  for start in range(0, len(pixels), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0, 0)
+
+
+def build_classifier(model: torch.nn.Module, tokenize: Tokenize, classnames: Sequence[str],
+                     templates: Sequence[str] = ("{}",), batch_size: int = 256) -> torch.Tensor:
+    """(C, D) unit class vectors: each class's prompt embeddings averaged, then renormalised.
+
+    ``templates`` are format strings with one ``{}`` (where the class name goes)."""
+    if not classnames:
+        raise ValueError("build_classifier needs at least one class name")
+    if not templates or any(t.count("{}") != 1 for t in templates):
+        raise ValueError("every template needs exactly one '{}' for the class name, e.g. 'a photo of a {}.'")
+    prompts = [t.format(name) for name in classnames for t in templates]
+    text = embed_texts(model, tokenize, prompts, batch_size)  # (C·T, D)
+    per_class = text.reshape(len(classnames), len(templates), -1).mean(1)  # (C, D)
+    return F.normalize(per_class, dim=-1)
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """Fraction of rows of ``scores`` (N, C) whose true class ``labels`` (N,) is among the k
+    highest, for each k (k larger than C counts as C)."""
+    if scores.ndim != 2 or labels.shape != (scores.shape[0],):
+        raise ValueError(f"need scores (N, C) and labels (N,), got {tuple(scores.shape)} and {tuple(labels.shape)}")
+    if scores.shape[0] == 0:
+        raise ValueError("topk_accuracy needs at least one row")
+    ranked = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices  # (N, K)
+    hits = ranked == labels.to(ranked.device)[:, None]
+    return {k: hits[:, :k].any(1).float().mean().item() for k in ks}
+
+
+def zero_shot_accuracy(model: torch.nn.Module, tokenize: Tokenize, pixels: torch.Tensor, labels: torch.Tensor,
+                       classnames: Sequence[str], templates: Sequence[str] = ("{}",),
+                       ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Top-k zero-shot accuracy of ``model`` on images ``pixels`` (N, 3, S, S) with true class
+    indices ``labels`` (N,) into ``classnames``: ``{"zero_shot_top1": …, "zero_shot_top5": …}``."""
+    classifier = build_classifier(model, tokenize, classnames, templates)
+    scores = embed_images(model, pixels) @ classifier.T  # (N, C)
+    return {f"zero_shot_top{k}": acc for k, acc in topk_accuracy(scores, labels, ks).items()}

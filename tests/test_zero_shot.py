@@ -1,0 +1,83 @@
+"""Zero-shot classification: prompt ensembling, top-k accuracy, and agreement with a hand-made
+classifier on a model whose embeddings we choose."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from align_lite.zero_shot import build_classifier, embed_images, topk_accuracy, zero_shot_accuracy
+
+
+class LookupModel(torch.nn.Module):
+    """Text embedding = a fixed vector per token id (mean over the mask); image embedding = the
+    pixels' first D values. Lets a test know every embedding exactly."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = torch.nn.Parameter(table, requires_grad=False)
+
+    def encode_text(self, input_ids, attention_mask):
+        vectors = self.table[input_ids] * attention_mask[..., None]
+        return F.normalize(vectors.sum(1), dim=-1)
+
+    def encode_image(self, pixels):
+        return F.normalize(pixels.flatten(1)[:, : self.table.shape[1]], dim=-1)
+
+
+WORDS = ["a", "photo", "of", "red", "blue", "star", "heart", "sketch"]
+
+
+def tokenize(texts):
+    ids = [[WORDS.index(w) for w in t.split()] for t in texts]
+    width = max(len(i) for i in ids)
+    input_ids = torch.tensor([i + [0] * (width - len(i)) for i in ids])
+    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return LookupModel(torch.randn(len(WORDS), 16))
+
+
+def test_classifier_is_the_renormalised_mean_of_prompt_embeddings(model):
+    classes, templates = ["red star", "blue heart"], ["a photo of {}", "a sketch of {}"]
+    classifier = build_classifier(model, tokenize, classes, templates)
+    for c, name in enumerate(classes):
+        prompts = tokenize([t.format(name) for t in templates])
+        mean = model.encode_text(prompts["input_ids"], prompts["attention_mask"]).mean(0)
+        torch.testing.assert_close(classifier[c], F.normalize(mean, dim=0))
+    torch.testing.assert_close(classifier.norm(dim=1), torch.ones(2))
+
+
+def test_zero_shot_picks_the_nearest_class(model):
+    classes = ["red star", "blue heart", "red heart"]
+    classifier = build_classifier(model, tokenize, classes, ["{}"])
+    # Images whose embeddings are the class vectors plus a little noise, padded to 3x4x4 pixels.
+    labels = torch.tensor([2, 0, 1, 1, 0])
+    pixels = torch.zeros(5, 3, 4, 4)
+    pixels.view(5, -1)[:, :16] = classifier[labels] + 0.01 * torch.randn(5, 16)
+    scores = embed_images(model, pixels) @ classifier.T
+    assert scores.argmax(1).tolist() == labels.tolist()
+    assert zero_shot_accuracy(model, tokenize, pixels, labels, classes, ks=(1,)) == {"zero_shot_top1": 1.0}
+    wrong = (labels + 1) % 3
+    assert zero_shot_accuracy(model, tokenize, pixels, wrong, classes, ks=(1,)) == {"zero_shot_top1": 0.0}
+
+
+def test_topk_accuracy_counts_ranks():
+    scores = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.3, 0.8], [0.1, 0.7, 0.6]])
+    labels = torch.tensor([0, 0, 2])  # rank 1, rank 3, rank 2
+    assert topk_accuracy(scores, labels, ks=(1, 2, 3, 5)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3),
+                                                              3: 1.0, 5: 1.0}
+
+
+def test_bad_templates_and_shapes_are_clear_errors(model):
+    with pytest.raises(ValueError, match="exactly one"):
+        build_classifier(model, tokenize, ["red star"], ["a photo"])
+    with pytest.raises(ValueError, match="at least one class"):
+        build_classifier(model, tokenize, [], ["{}"])
+    with pytest.raises(ValueError, match="labels"):
+        topk_accuracy(torch.zeros(3, 2), torch.zeros(2, dtype=torch.long))
