@@ -1,0 +1,282 @@
+"""The experiments of Chapter 4, as functions and as ``align-lite experiment``.
+
+* :func:`temperature_ablation`: one model trained with the temperature fixed at 1/128, 1/64,
+  1/32 and learnt from 1.0, everything else equal (the paper's Table 8, on the generated world).
+* :func:`noise_vs_scale`: the same compute spent on a small clean set and on larger noisy ones
+  (the paper's Tables 9/10): noisy alt-texts are generated, then cleaned only by the paper's
+  simple filters (:mod:`align_lite.data.filters`), as ALIGN's data was.
+
+Every run is scored on one held-out :class:`WorldEval` set (a world drawn with another seed):
+zero-shot top-1/top-5 over the 64 "colour shape" classes, on scenes that show one kind of object
+(a scene "a red star left of a blue heart" has no single right class), and top-1 retrieval both
+ways on the held-out captions (a hit is any caption equal to the query's: the world repeats
+captions). Results are :class:`RunSummary` records, saved and loaded as JSON so that a chapter can
+show a recorded full-size run beside a short live one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from align_lite.data.filters import FilterConfig, apply_filters
+from align_lite.data.images import CropToPixels
+from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
+from align_lite.data.world import COLORS, SHAPES, WorldConfig, WorldDataset, make_world_table
+from align_lite.models import get_preset
+from align_lite.train import TrainConfig, retrieval_accuracy, train, world_transform_config
+from align_lite.zero_shot import build_classifier, embed_images, topk_accuracy
+
+CLASSNAMES = tuple(f"{color} {shape}" for color in COLORS for shape in SHAPES)  # 64 classes
+TEMPLATES = ("a photo of a {}",)
+EVAL_SEED = 10_007  # held-out worlds are drawn with seeds the training worlds never use
+
+# Paper Table 8 (B5 + BERT-base; MSCOCO zero-shot R@1 image→text, text→image; ImageNet KNN R@1).
+PAPER_TABLE8 = {
+    "fixed 1/128": {"i2t_r1": 52.2, "t2i_r1": 36.5, "knn_r1": 64.8},
+    "fixed 1/64": {"i2t_r1": 52.2, "t2i_r1": 37.3, "knn_r1": 64.8},
+    "fixed 1/32": {"i2t_r1": 39.6, "t2i_r1": 26.9, "knn_r1": 61.2},
+    "learnable (init 1.0)": {"i2t_r1": 51.7, "t2i_r1": 37.5, "knn_r1": 64.6},
+}
+TEMPERATURE_SETTINGS: tuple[tuple[str, float, bool], ...] = (
+    ("fixed 1/128", 1 / 128, False),
+    ("fixed 1/64", 1 / 64, False),
+    ("fixed 1/32", 1 / 32, False),
+    ("learnable (init 1.0)", 1.0, True),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The held-out evaluation set
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WorldEval:
+    """Held-out images of a world with their captions and (for one-kind scenes) classes.
+
+    ``pixels`` (N, 3, S, S) in [-1, 1], centre-cropped as in evaluation; ``texts`` the N captions;
+    ``labels`` (N,) class indices into :data:`CLASSNAMES`, -1 for two-kind scenes (left out of
+    zero-shot, kept for retrieval)."""
+
+    pixels: torch.Tensor
+    texts: list[str]
+    labels: torch.Tensor
+    seed: int
+
+    @classmethod
+    def from_world(cls, n: int = 512, seed: int = EVAL_SEED, image_size: int = 64) -> WorldEval:
+        world = WorldDataset(WorldConfig.clean(n=n, seed=seed), image_size=image_size,
+                             transform=CropToPixels(world_transform_config(image_size)))
+        index = {name: i for i, name in enumerate(CLASSNAMES)}
+        rows = [world.row(i) for i in range(n)]
+        labels = [index[r["label"]] if r["relation"] is None else -1 for r in rows]
+        pixels = torch.stack([world[i]["image"] for i in range(n)])
+        return cls(pixels, [r["text"] for r in rows], torch.tensor(labels), seed)
+
+    @property
+    def classified(self) -> torch.Tensor:
+        """(M,) indices of the one-kind scenes (the zero-shot subset)."""
+        return torch.nonzero(self.labels >= 0).flatten()
+
+
+def evaluate(model: torch.nn.Module, tokenizer, data: WorldEval) -> dict[str, float]:
+    """Scores in [0, 1]: zero-shot top-1/top-5 over :data:`CLASSNAMES`; how often the top-1
+    class has the right colour and the right shape (chance 1/8 each); top-1 retrieval both ways."""
+    keep = data.classified
+    classifier = build_classifier(model, tokenizer, CLASSNAMES, TEMPLATES)
+    scores = embed_images(model, data.pixels[keep]) @ classifier.T  # (M, 64)
+    labels = data.labels[keep]
+    top = topk_accuracy(scores, labels, (1, 5))
+    predicted = scores.argmax(1).cpu()
+    n_shapes = len(SHAPES)
+    out = {"zero_shot_top1": top[1], "zero_shot_top5": top[5],
+           "colour_top1": (predicted // n_shapes == labels // n_shapes).float().mean().item(),
+           "shape_top1": (predicted % n_shapes == labels % n_shapes).float().mean().item()}
+    batch = {"image": data.pixels, "text": data.texts, **tokenizer(data.texts)}
+    retrieval = retrieval_accuracy(model, batch, next(model.parameters()).device)
+    out.update(i2t_r1=retrieval["eval_i2t_top1"], t2i_r1=retrieval["eval_t2i_top1"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs and their records
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    """One training run of an experiment: its settings, curves and final held-out scores."""
+
+    name: str
+    config: dict[str, Any]
+    metrics: dict[str, float]  # final scores (see :func:`evaluate`)
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    temperatures: list[float] = field(default_factory=list)
+    curve: list[dict[str, float]] = field(default_factory=list)  # {"step", scores…} during training
+    train_pairs: int = 0
+    seconds: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class WorldRows(torch.utils.data.Dataset):
+    """Rows ``rows`` of a drawn world as training pairs (``{"image", "text", "index"}``), with
+    the ``texts`` list :func:`~align_lite.train.train` learns its tokenizer from."""
+
+    def __init__(self, world: WorldDataset, rows: Sequence[int]):
+        self.world, self.rows = world, [int(r) for r in rows]
+        all_texts = world.table["text"].to_pylist()
+        self.texts = [all_texts[r] for r in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.world[self.rows[index]]
+        return {"image": item["image"], "text": item["text"], "index": index}
+
+
+def world_rows(world: WorldConfig, image_size: int, rows: Sequence[int] | None = None) -> WorldRows:
+    """A training set of ``rows`` of ``world`` (all rows if None), drawn uncropped at
+    ``image_size`` and cached (as :func:`~align_lite.train.train` draws the world)."""
+    drawn = WorldDataset(world, image_size=image_size, transform=CropToPixels(world_transform_config(image_size)), cache=True)
+    return WorldRows(drawn, range(world.n) if rows is None else rows)
+
+
+def run_experiment(name: str, config: TrainConfig, data: Any, eval_data: WorldEval, eval_points: int = 4,
+                   tokenizer=None) -> RunSummary:
+    """Train ``config`` on ``data`` and score on ``eval_data`` ``eval_points`` times along the way."""
+    config = replace(config, eval_size=0, eval_every=max(1, config.max_steps // max(eval_points, 1)))
+    if tokenizer is None:
+        tokenizer = train_tokenizer(data.texts, TokenizerConfig(vocab_size=config.vocab_size, max_length=config.text_length))
+    curve: list[dict[str, float]] = []
+
+    def hook(model, step):
+        scores = evaluate(model, tokenizer, eval_data)
+        curve.append({"step": step, **scores})
+        return scores
+
+    start = time.perf_counter()
+    result = train(config, data, eval_fns=[hook], tokenizer=tokenizer)
+    seconds = time.perf_counter() - start
+    final = curve[-1] if curve and curve[-1]["step"] == result.step else {"step": result.step, **hook(result.model, result.step)}
+    metrics = {k: v for k, v in final.items() if k != "step"}
+    return RunSummary(name=name, config=config.to_dict(), metrics=metrics, steps=result.steps, losses=result.losses,
+                      temperatures=result.temperatures, curve=curve, train_pairs=len(data), seconds=seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# The two experiments
+# ---------------------------------------------------------------------------------------------
+
+
+def temperature_ablation(base: TrainConfig, eval_data: WorldEval | None = None,
+                         settings: Sequence[tuple[str, float, bool]] = TEMPERATURE_SETTINGS,
+                         eval_points: int = 4) -> list[RunSummary]:
+    """``base`` trained once per (name, temperature, learnable) setting on the same data, same
+    seed and the same tokenizer; only the temperature differs."""
+    eval_data = eval_data or WorldEval.from_world(image_size=_image_size(base))
+    data = world_rows(WorldConfig.clean(n=base.world_n, seed=base.world_seed), _image_size(base))
+    tokenizer = train_tokenizer(data.texts, TokenizerConfig(vocab_size=base.vocab_size, max_length=base.text_length))
+    runs = []
+    for name, temperature, learnable in settings:
+        config = replace(base, temperature=temperature, learnable_temperature=learnable)
+        runs.append(run_experiment(name, config, data, eval_data, eval_points, tokenizer=tokenizer))
+    return runs
+
+
+def noisy_filtered_rows(world: WorldConfig, filters: FilterConfig = FilterConfig()) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows of a (noisy) world kept by the paper's filters, and how many each rule dropped."""
+    table = make_world_table(world)
+    table = table.append_column("row", pa.array(np.arange(table.num_rows)))
+    result = apply_filters(table, filters)
+    dropped = {o.rule: o.removed for o in result.report.rules if o.removed}
+    return np.asarray(result.kept["row"].to_numpy()), dropped
+
+
+def noise_vs_scale(base: TrainConfig, clean_n: int = 1024, noisy_ratios: Sequence[int] = (1, 2, 4, 8),
+                   eval_data: WorldEval | None = None, filters: FilterConfig = FilterConfig(),
+                   eval_points: int = 4) -> list[RunSummary]:
+    """The same steps x batch on ``clean_n`` clean pairs and on noisy worlds of ``ratio·clean_n``
+    rows (after the paper's filters). Returns one :class:`RunSummary` per set, clean first."""
+    size = _image_size(base)
+    eval_data = eval_data or WorldEval.from_world(image_size=size)
+    sets: list[tuple[str, WorldConfig, np.ndarray | None, dict]] = [
+        (f"clean {clean_n}", WorldConfig.clean(n=clean_n, seed=base.world_seed), None, {})]
+    for ratio in noisy_ratios:
+        world = WorldConfig.noisy(n=ratio * clean_n, seed=base.world_seed + ratio)
+        rows, dropped = noisy_filtered_rows(world, filters)
+        sets.append((f"noisy {ratio}x", world, rows, dropped))
+    runs = []
+    for name, world, rows, dropped in sets:
+        data = world_rows(world, size, rows)
+        run = run_experiment(name, base, data, eval_data, eval_points)
+        run.notes = {"world_rows": world.n, "kept_after_filters": len(data), "dropped_by_rule": dropped,
+                     "noisy": rows is not None}
+        runs.append(run)
+    return runs
+
+
+def _image_size(config: TrainConfig) -> int:
+    return get_preset(config.model).image.image_size
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------
+
+
+def save_runs(runs: Sequence[RunSummary], path: str | Path, **meta: Any) -> Path:
+    """Write runs (and ``meta``, e.g. the command and machine) as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "runs": [asdict(r) for r in runs]}, indent=1) + "\n")
+    return path
+
+
+def load_runs(path: str | Path) -> tuple[list[RunSummary], dict[str, Any]]:
+    """Runs and meta written by :func:`save_runs`."""
+    payload = json.loads(Path(path).read_text())
+    return [RunSummary(**r) for r in payload["runs"]], payload.get("meta", {})
+
+
+def find_recorded(stem: str, start: str | Path | None = None) -> Path | None:
+    """``book/appendix/generated/{stem}.json`` (written by ``benchmarks/chapter4_experiments.py``)
+    in ``start`` (default: the working folder) or a parent, i.e. inside a checkout of the
+    repository; ``None`` elsewhere (a notebook opened alone, as on Colab)."""
+    here = Path(start) if start is not None else Path.cwd()
+    for folder in (here, *here.resolve().parents):
+        candidate = folder / "book" / "appendix" / "generated" / f"{stem}.json"
+        if candidate.is_file():
+            return candidate
+        if (folder / "appendix" / "generated" / f"{stem}.json").is_file():  # from inside book/
+            return folder / "appendix" / "generated" / f"{stem}.json"
+    return None
+
+
+def runs_table(runs: Sequence[RunSummary], paper: dict[str, dict[str, float]] | None = None) -> str:
+    """A Markdown table of final scores (percent), with the paper's numbers where given."""
+    head = "| run | zero-shot top-1 | top-5 | colour | shape | I→T R@1 | T→I R@1 | final σ | train pairs |"
+    if paper:
+        head += " paper I→T R@1 | paper T→I R@1 |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in runs:
+        m = r.metrics
+        sigma = r.temperatures[-1] if r.temperatures else float("nan")
+        row = (f"| {r.name} | {100 * m['zero_shot_top1']:.1f} | {100 * m['zero_shot_top5']:.1f} | "
+               f"{100 * m['colour_top1']:.1f} | {100 * m['shape_top1']:.1f} | "
+               f"{100 * m['i2t_r1']:.1f} | {100 * m['t2i_r1']:.1f} | {sigma:.4f} | {r.train_pairs:,} |")
+        if paper:
+            p = paper.get(r.name, {})
+            row += f" {p.get('i2t_r1', '–')} | {p.get('t2i_r1', '–')} |"
+        lines.append(row)
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""Chapter 4's experiments at toy size: the held-out set, the temperature ablation, noise vs
+scale, their JSON records and the `align-lite experiment` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from align_lite import experiments as ex
+from align_lite.cli import main
+from align_lite.data.world import WorldConfig, make_world_table
+from align_lite.train import TrainConfig
+
+
+def toy(**overrides) -> TrainConfig:
+    base = dict(model="tiny", batch_size=8, warmup_steps=1, max_steps=3, text_length=16, world_n=64,
+                vocab_size=400, eval_size=0, log_every=1, tensorboard=False)
+    return TrainConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def eval_data():
+    return ex.WorldEval.from_world(n=48, seed=ex.EVAL_SEED)
+
+
+def test_eval_set_classifies_only_one_kind_scenes(eval_data):
+    table = make_world_table(WorldConfig.clean(n=48, seed=ex.EVAL_SEED))
+    relation = table["relation"].to_pylist()
+    labels = table["label"].to_pylist()
+    expected = [ex.CLASSNAMES.index(l) if r is None else -1 for l, r in zip(labels, relation)]
+    assert eval_data.labels.tolist() == expected
+    assert eval_data.pixels.shape == (48, 3, 64, 64)
+    assert eval_data.pixels.min() >= -1 and eval_data.pixels.max() <= 1
+    assert len(ex.CLASSNAMES) == 64 and len(eval_data.classified) == sum(r is None for r in relation)
+
+
+def test_temperature_ablation_changes_only_the_temperature(eval_data, tmp_path):
+    settings = (("fixed 1/64", 1 / 64, False), ("learnable (init 1.0)", 1.0, True))
+    runs = ex.temperature_ablation(toy(), eval_data, settings=settings)
+    assert [r.name for r in runs] == ["fixed 1/64", "learnable (init 1.0)"]
+    assert runs[0].temperatures == pytest.approx([1 / 64] * 3)
+    assert runs[1].temperatures[-1] < 1.0  # learnt: the loss pulls σ down from 1.0
+    for r in runs:
+        assert set(r.metrics) == {"zero_shot_top1", "zero_shot_top5", "colour_top1", "shape_top1", "i2t_r1", "t2i_r1"}
+        assert all(0.0 <= v <= 1.0 for v in r.metrics.values())
+        assert r.curve[-1]["step"] == 3 and r.train_pairs == 64
+        other = {k: v for k, v in r.config.items() if k not in ("temperature", "learnable_temperature")}
+        assert other == {k: v for k, v in runs[0].config.items() if k not in ("temperature", "learnable_temperature")}
+    path = ex.save_runs(runs, tmp_path / "t.json", command="test")
+    loaded, meta = ex.load_runs(path)
+    assert meta == {"command": "test"} and [r.metrics for r in loaded] == [r.metrics for r in runs]
+    table = ex.runs_table(loaded, ex.PAPER_TABLE8)
+    assert "| fixed 1/64 |" in table and "52.2 | 37.3 |" in table
+
+
+def test_noisy_sets_are_filtered_and_accounted():
+    world = WorldConfig.noisy(n=400, seed=3)
+    rows, dropped = ex.noisy_filtered_rows(world)
+    assert 0 < len(rows) < 400 and len(rows) + sum(dropped.values()) == 400
+    assert len(set(rows.tolist())) == len(rows)
+
+
+def test_noise_vs_scale_spends_the_same_steps(eval_data):
+    runs = ex.noise_vs_scale(toy(max_steps=2), clean_n=32, noisy_ratios=(2,), eval_data=eval_data)
+    assert [r.name for r in runs] == ["clean 32", "noisy 2x"]
+    assert all(r.steps[-1] == 2 for r in runs)
+    assert runs[0].train_pairs == 32 and runs[1].notes["world_rows"] == 64
+    assert runs[1].train_pairs == runs[1].notes["kept_after_filters"] < 64
+
+
+def test_cli_experiment_writes_json(tmp_path, capsys):
+    out = tmp_path / "runs.json"
+    code = main(["experiment", "noise-scale", "--steps", "2", "--batch-size", "8", "--clean-n", "32",
+                 "--ratios", "1", "--eval-n", "24", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| clean 32 |" in printed and "| noisy 1x |" in printed
+    payload = json.loads(out.read_text())
+    assert payload["meta"]["experiment"] == "noise-scale" and len(payload["runs"]) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ratios", "2,x"], "comma-separated"),
+    (["--ratios", "0"], ">= 1"),
+    (["--steps", "0"], "positive"),
+])
+def test_cli_experiment_bad_arguments_are_one_line_errors(args, message, capsys):
+    assert main(["experiment", "noise-scale", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("align-lite: error:") and message in err
+
+
+def test_world_rows_are_cached_uint8_draws():
+    data = ex.world_rows(WorldConfig.clean(n=8, seed=1), 64, rows=[5, 2])
+    first = data[0]["image"]
+    assert first.shape == (3, 64, 64) and first.dtype == torch.float32
+    assert data.texts == [make_world_table(WorldConfig.clean(n=8, seed=1))["text"][i].as_py() for i in (5, 2)]
+    assert set(data.world.cache) == {5} and data.world.cache[5].dtype == torch.uint8
+    torch.testing.assert_close(data[0]["image"], first)  # no random crop on the world
