@@ -50,7 +50,8 @@ class LiveCurves:
     Pass as ``train(..., log_fns=[LiveCurves()])``: every record the trainer logs (``step`` plus
     ``loss``, ``temperature``, ``lr``, eval numbers …) is kept in :attr:`records`, and the figure,
     one panel per key in ``keys`` (missing keys are skipped), is redrawn in place every ``every``
-    records through IPython's display handles. Outside IPython nothing is drawn.
+    records and at every evaluation record (so the last frame is complete) through IPython's
+    display handles. Outside IPython nothing is drawn.
     """
 
     def __init__(self, keys: Sequence[str] = ("loss", "temperature"), every: int = 1,
@@ -77,7 +78,7 @@ class LiveCurves:
 
     def __call__(self, record: dict) -> None:
         self.records.append(dict(record))
-        if len(self.records) % self.every:
+        if len(self.records) % self.every and "loss" in record:  # eval records always redraw
             return
         try:
             from IPython import get_ipython
