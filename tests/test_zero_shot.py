@@ -81,3 +81,13 @@ def test_bad_templates_and_shapes_are_clear_errors(model):
         build_classifier(model, tokenize, [], ["{}"])
     with pytest.raises(ValueError, match="labels"):
         topk_accuracy(torch.zeros(3, 2), torch.zeros(2, dtype=torch.long))
+
+
+def test_shipped_template_sets():
+    from align_lite.zero_shot import load_templates
+
+    t80, t7 = load_templates("imagenet_80"), load_templates("imagenet_7")
+    assert len(t80) == 80 == len(set(t80)) and len(t7) == 7 and set(t7) <= set(t80)
+    assert all(t.count("{}") == 1 for t in t80) and load_templates("single") == ("a photo of a {}.",)
+    with pytest.raises(KeyError, match="imagenet_80"):
+        load_templates("cifar")
