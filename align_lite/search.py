@@ -1,0 +1,345 @@
+"""A small vector index over L2-normalised embeddings, backed by Milvus.
+
+``VectorIndex`` stores one embedding per row (an ``INT64`` primary key ``id`` and a
+``FLOAT_VECTOR`` field ``vector``) plus free-form metadata in Milvus' dynamic (JSON) field, and
+answers batched top-k queries, optionally restricted by a Milvus filter expression::
+
+    with VectorIndex("runs/index.db", dim=640) as index:        # Milvus Lite, embedded
+        index.add(image_emb, metadata=[{"kind": "image", "file_name": f} for f in names])
+        hits = index.search(text_emb, k=5, filter='kind == "image"')
+
+Where the data lives is chosen by ``uri``:
+
+- a local path ending in ``.db`` runs **Milvus Lite** inside this process (the default; nothing to
+  install beyond ``milvus-lite``, Linux/macOS). The ``.db`` path is a folder holding the data; it
+  survives the process, and a new ``VectorIndex`` on the same path finds every row again.
+  Only one process at a time may open it (Milvus Lite holds a lock while the process lives).
+- an ``http://`` or ``https://`` URI talks to a **Milvus server** (``token="user:password"`` or an
+  API key), through exactly the same code.
+
+Index types. Milvus Lite 3.x supports ``FLAT`` (exact brute force), and, through FAISS, ``HNSW``
+and ``IVF_FLAT`` (approximate). The default is ``FLAT``: at the sizes this book works with
+(≤ a few 100 k rows) exact search is fast enough, recall is exactly 1, and the interesting number
+is latency (see ``benchmarks/vector_search.py``). Pass ``index_type="HNSW"`` for larger
+collections and measure recall against exact search before trusting it.
+
+Scores are Milvus' raw ``distance``: for ``IP`` (the default; cosine similarity for
+L2-normalised embeddings, as the dual encoder produces) and ``COSINE`` larger is closer; for
+``L2`` smaller is closer. Results are ordered closest first either way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pymilvus import DataType, MilvusClient
+
+__all__ = ["Hit", "VectorIndex", "METRICS", "INDEX_TYPES"]
+
+METRICS = ("IP", "COSINE", "L2")
+INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT")
+RESERVED_KEYS = frozenset({"id", "vector", "$meta"})
+MAX_K = 16_384  # Milvus' limit on top-k (and on queries per request)
+_INT64 = np.iinfo(np.int64)
+_SEARCH_PARAMS = {"FLAT": {}, "HNSW": {"ef": 64}, "IVF_FLAT": {"nprobe": 16}}
+_BUILD_PARAMS = {"FLAT": {}, "HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 128}}
+
+Matrix = torch.Tensor | np.ndarray
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the row's ``id``, its ``score`` (Milvus distance) and its metadata."""
+
+    id: int
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_uri(uri: str | Path) -> str:
+    """Return the Milvus URI for ``uri``: server URIs unchanged, ``.db`` paths with their folder made.
+
+    Raises:
+        ValueError: ``uri`` is neither ``http(s)://…`` nor a path ending in ``.db``.
+    """
+    text = str(uri)
+    if text.startswith(("http://", "https://")):
+        return text
+    path = Path(text).expanduser()
+    if path.suffix != ".db":
+        raise ValueError(f"uri must be a Milvus Lite path ending in '.db' or an http(s):// server URI, got {text!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path.resolve())
+
+
+def as_matrix(x: Matrix, dim: int, name: str) -> np.ndarray:
+    """Check and convert ``x`` to a C-contiguous float32 array of shape (N, dim).
+
+    Raises:
+        TypeError: ``x`` is not a tensor/array of real numbers.
+        ValueError: wrong rank, wrong width ``D != dim``, or NaN/inf entries (rows are named).
+    """
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f"{name} must be real, got {x.dtype}")
+        array = x.detach().to("cpu", torch.float32).numpy()
+    elif isinstance(x, np.ndarray):
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise TypeError(f"{name} must be a real-valued array, got dtype {x.dtype}")
+        array = x.astype(np.float32, copy=False)
+    else:
+        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+    if array.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(array.shape)} (use x[None] for one vector)")
+    if array.shape[1] != dim:
+        raise ValueError(f"{name} have dimension {array.shape[1]} but the index has dimension {dim}")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if bad.size:
+        raise ValueError(f"{name} contain NaN or inf in {bad.size} row(s), first at rows {bad[:5].tolist()}")
+    return np.ascontiguousarray(array)
+
+
+def check_ids(ids: list[int], n: int) -> list[int]:
+    """Validate explicit ids for ``n`` rows: ints in int64 range, one per row, no repeats."""
+    if len(ids) != n:
+        raise ValueError(f"got {len(ids)} ids for {n} embeddings")
+    out = []
+    for i in ids:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"ids must be integers, got {i!r} ({type(i).__name__})")
+        if not _INT64.min <= int(i) <= _INT64.max:
+            raise ValueError(f"id {i} does not fit in int64")
+        out.append(int(i))
+    if len(set(out)) != n:
+        repeats = sorted(i for i, count in Counter(out).items() if count > 1)
+        raise ValueError(f"duplicate ids within one add() call: {repeats[:10]}")
+    return out
+
+
+def check_metadata(metadata: list[dict] | None, n: int) -> list[dict]:
+    """Validate per-row metadata: ``n`` dicts with string keys, no reserved keys, JSON values."""
+    if metadata is None:
+        return [{} for _ in range(n)]
+    if len(metadata) != n:
+        raise ValueError(f"got {len(metadata)} metadata entries for {n} embeddings")
+    for row, entry in enumerate(metadata):
+        if not isinstance(entry, dict):
+            raise TypeError(f"metadata[{row}] must be a dict, got {type(entry).__name__}")
+        for key in entry:
+            if not isinstance(key, str) or key in RESERVED_KEYS:
+                raise ValueError(f"metadata[{row}] has key {key!r}; keys must be strings other than {sorted(RESERVED_KEYS)}")
+        try:
+            json.dumps(entry, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"metadata[{row}] is not JSON-serialisable: {error}") from None
+    return metadata
+
+
+def check_positive(value: int, name: str, upper: int | None = None) -> None:
+    """Raise a clear error unless ``value`` is an int in ``[1, upper]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name} must be at most {upper}, got {value}")
+
+
+def check_choice(value: str | None, choices: tuple[str, ...], name: str) -> str | None:
+    """Upper-case ``value`` and check it is one of ``choices`` (``None`` passes through)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.upper() not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value.upper()
+
+
+class VectorIndex:
+    """Top-k search over embeddings of shape (N, D) in one Milvus collection.
+
+    Args:
+        uri: a local ``*.db`` path (Milvus Lite, parent folder created) or ``http(s)://host:19530``.
+        collection: the collection's name.
+        dim: D. Required to create the collection; when it already exists D is read from its
+            schema and, if ``dim`` is given too, the two must agree.
+        metric: ``"IP"`` (default when creating), ``"COSINE"`` or ``"L2"``; on reopening, the
+            stored metric is used and a different explicit one is an error.
+        index_type: ``"FLAT"`` (default when creating, exact), ``"HNSW"`` or ``"IVF_FLAT"``;
+            same reopening rule as ``metric``.
+        token: credentials for a Milvus server (``"user:password"`` or an API key).
+
+    Raises:
+        ValueError: bad ``uri``/``metric``/``index_type``; ``dim`` missing when creating; or a
+            ``dim``/``metric``/``index_type`` that contradicts the existing collection.
+    """
+
+    def __init__(self, uri: str | Path, collection: str = "align_lite", dim: int | None = None,
+                 metric: str | None = None, index_type: str | None = None, token: str = "") -> None:
+        metric = check_choice(metric, METRICS, "metric")
+        index_type = check_choice(index_type, INDEX_TYPES, "index_type")
+        if dim is not None:
+            check_positive(dim, "dim", upper=32_768)
+        self.uri = resolve_uri(uri)
+        self.collection = collection
+        self._client: MilvusClient | None = MilvusClient(uri=self.uri, token=token)
+        if self._client.has_collection(collection):
+            self.dim, self.metric, self.index_type = self._open(dim, metric, index_type)
+        else:
+            self.dim, self.metric, self.index_type = self._create(dim, metric or "IP", index_type or "FLAT")
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _create(self, dim: int | None, metric: str, index_type: str) -> tuple[int, str, str]:
+        if dim is None:
+            raise ValueError(f"collection {self.collection!r} does not exist at {self.uri}; pass dim= to create it")
+        client = self.client
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        params = client.prepare_index_params()
+        params.add_index(field_name="vector", index_type=index_type, metric_type=metric,
+                         params=_BUILD_PARAMS[index_type])
+        client.create_collection(self.collection, schema=schema, index_params=params)
+        client.load_collection(self.collection)
+        return dim, metric, index_type
+
+    def _open(self, dim: int | None, metric: str | None, index_type: str | None) -> tuple[int, str, str]:
+        client = self.client
+        stored_dim = self._schema_dim(client.describe_collection(self.collection))
+        index = client.describe_index(self.collection, "vector") or {}
+        stored_metric, stored_type = index.get("metric_type", "IP"), index.get("index_type", "FLAT")
+        for name, given, stored in (("dim", dim, stored_dim), ("metric", metric, stored_metric),
+                                    ("index_type", index_type, stored_type)):
+            if given is not None and given != stored:
+                raise ValueError(f"collection {self.collection!r} at {self.uri} has {name}={stored!r}, not {given!r}")
+        client.load_collection(self.collection)
+        return stored_dim, stored_metric, stored_type
+
+    def _schema_dim(self, description: dict) -> int:
+        fields = {f["name"]: f for f in description.get("fields", [])}
+        vector, key = fields.get("vector"), fields.get("id")
+        if (vector is None or vector["type"] != DataType.FLOAT_VECTOR or key is None
+                or key["type"] != DataType.INT64 or not description.get("enable_dynamic_field")):
+            raise ValueError(f"collection {self.collection!r} at {self.uri} was not made by VectorIndex "
+                             "(expects INT64 'id', FLOAT_VECTOR 'vector' and a dynamic field)")
+        return int(vector["params"]["dim"])
+
+    @property
+    def client(self) -> MilvusClient:
+        """The underlying ``pymilvus.MilvusClient``; raises ``RuntimeError`` once closed."""
+        if self._client is None:
+            raise RuntimeError("this VectorIndex is closed (or dropped)")
+        return self._client
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def add(self, embeddings: Matrix, ids: list[int] | None = None, metadata: list[dict] | None = None,
+            batch_size: int = 1000) -> list[int]:
+        """Insert embeddings (N, D) with optional ids and metadata; return the N ids.
+
+        Everything is validated before the first row is sent, so a bad call inserts nothing.
+        ``ids=None`` assigns ``len(self), …, len(self) + N - 1``. Ids already in the index are
+        rejected (Milvus would otherwise overwrite or duplicate them). Metadata keys become
+        dynamic fields usable in ``search(filter=...)``, e.g. ``{"kind": "image"}``.
+
+        Raises:
+            ValueError / TypeError: wrong shape or dimension, NaN/inf, bad or repeated ids,
+                ids already present, bad metadata, bad ``batch_size``.
+        """
+        vectors = as_matrix(embeddings, self.dim, "embeddings")
+        check_positive(batch_size, "batch_size")
+        n = len(vectors)
+        metadata = check_metadata(metadata, n)
+        if n == 0:
+            return []
+        auto = ids is None
+        if auto:
+            start = len(self)
+            ids = list(range(start, start + n))
+        else:
+            ids = check_ids(list(ids), n)
+        present = self._existing(ids, batch_size)
+        if present:
+            hint = " (auto ids continue from len(index); pass explicit ids)" if auto else ""
+            raise ValueError(f"{len(present)} id(s) already in the index, e.g. {present[:10]}{hint}")
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            rows = [{**metadata[i], "id": ids[i], "vector": vectors[i].tolist()} for i in range(start, stop)]
+            self.client.insert(self.collection, rows)
+        self.client.flush(self.collection)
+        return ids
+
+    def _existing(self, ids: list[int], batch_size: int) -> list[int]:
+        """The subset of ``ids`` already stored, asked in chunks of at most ``batch_size``."""
+        chunk = min(batch_size, MAX_K)
+        found: list[int] = []
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            rows = self.client.query(self.collection, filter=f"id in {part}", output_fields=["id"])
+            found += [int(r["id"]) for r in rows]
+        return sorted(found)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def search(self, queries: Matrix, k: int = 10, filter: str | None = None,
+               batch_size: int = 256) -> list[list[Hit]]:
+        """Top-``k`` rows for each of the Q queries (Q, D), closest first.
+
+        ``filter`` is a Milvus boolean expression over ``id`` and metadata keys, passed through
+        unchanged (e.g. ``'kind == "image"'``, ``'id in [1, 2]'``). Queries go to Milvus in
+        batches of ``batch_size``. A query gets fewer than ``k`` hits when fewer rows match.
+
+        Returns:
+            Q lists of ``Hit``.
+        """
+        q = as_matrix(queries, self.dim, "queries")
+        check_positive(k, "k", upper=MAX_K)
+        check_positive(batch_size, "batch_size", upper=MAX_K)
+        if filter is not None and not isinstance(filter, str):
+            raise TypeError(f"filter must be a Milvus expression string or None, got {type(filter).__name__}")
+        params = {"metric_type": self.metric, "params": _SEARCH_PARAMS.get(self.index_type, {})}
+        results: list[list[Hit]] = []
+        for start in range(0, len(q), batch_size):
+            batch = self.client.search(self.collection, data=q[start:start + batch_size].tolist(), limit=k,
+                                       filter=filter or "", output_fields=["$meta"], anns_field="vector",
+                                       search_params=params)
+            results += [[_to_hit(h) for h in hits] for hits in batch]
+        return results
+
+    def __len__(self) -> int:
+        """Number of stored rows (as Milvus counts them after the last flush)."""
+        return int(self.client.get_collection_stats(self.collection)["row_count"])
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the client connection; the data stays. Safe to call twice."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def drop(self) -> None:
+        """Delete the collection and all its rows, then close."""
+        self.client.drop_collection(self.collection)
+        self.close()
+
+    def __enter__(self) -> "VectorIndex":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._client is None else f"dim={self.dim}, metric={self.metric}, index={self.index_type}"
+        return f"VectorIndex({self.uri!r}, collection={self.collection!r}, {state})"
+
+
+def _to_hit(hit: Any) -> Hit:
+    """Convert one pymilvus search hit (``id``, ``distance``, ``entity``) to a ``Hit``."""
+    entity = dict(hit.get("entity") or {})
+    metadata = {key: value for key, value in entity.items() if key not in RESERVED_KEYS}
+    return Hit(id=int(hit["id"]), score=float(hit["distance"]), metadata=metadata)
