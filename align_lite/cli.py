@@ -5,6 +5,7 @@
     align-lite data stats  IN
     align-lite train --preset P [--data DIR|world] --out RUN [--max-steps N | --max-seconds S] [--resume]
     align-lite experiment temperature|noise-scale [--steps N] [--batch-size B] [--out FILE.json]
+    align-lite eval RUN [--data world|DIR] [--templates SET] [--json]
 
 Exit status 0 on success; 1 with a one-line ``align-lite: error: ...`` on unusable input;
 2 for a malformed command line (argparse's convention).
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats(data_commands)
     _add_train(commands)
     _add_experiment(commands)
+    _add_eval(commands)
     return parser
 
 
@@ -337,6 +339,74 @@ def _run_experiment(args: argparse.Namespace) -> None:
         ex.save_runs(runs, args.out, experiment=args.name, command=" ".join(sys.argv), seconds=seconds,
                      eval_images=len(eval_data.texts), eval_classified=len(eval_data.classified))
         print(f"runs -> {args.out}")
+
+
+
+# --------------------------------------------------------------------------------------------
+# eval
+# --------------------------------------------------------------------------------------------
+
+
+def _add_eval(commands) -> None:
+    p = commands.add_parser(
+        "eval", help="zero-shot top-1/top-5 and Recall@1/5/10 both ways of a trained model",
+        description="Score RUN (a training run folder, its final/ is used, or a checkpoint folder) on --data: "
+                    "'world' (a held-out generated world) or a pair folder / .jsonl / .parquet. Rows sharing "
+                    "a file_name are captions of one image; a 'label' column enables zero-shot classification. "
+                    "Unreadable images are skipped and counted.",
+    )
+    p.add_argument("run", type=Path)
+    p.add_argument("--data", default="world", help="'world' (default) or pair data")
+    p.add_argument("--n", type=int, default=512, help="world: rows of the held-out world (default %(default)s)")
+    p.add_argument("--max-images", type=int, help="pair data: evaluate on the first N images")
+    p.add_argument("--templates", default="single", help="prompt set: single, imagenet_7, imagenet_80 (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_run_eval)
+
+
+def _model_folder(run: Path) -> Path:
+    for candidate in (run / "final", run):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise CommandError(f"{run}: no model here (expected {run / 'final'} or a folder with config.json)")
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from align_lite.evaluate import evaluate, load_eval_set, world_eval_set
+    from align_lite.models import from_pretrained, load_tokenizer
+    from align_lite.zero_shot import TEMPLATE_SETS, load_templates
+
+    if args.templates not in TEMPLATE_SETS:
+        raise CommandError(f"--templates must be one of {', '.join(TEMPLATE_SETS)}")
+    folder = _model_folder(args.run)
+    model, tokenizer = from_pretrained(folder), load_tokenizer(folder)
+    if tokenizer is None:
+        raise CommandError(f"{folder}: the model has no tokenizer files")
+    size = model.config.image.image_size
+    if args.data == "world":
+        if args.n < 1:
+            raise CommandError("--n must be positive")
+        data = world_eval_set(args.n, image_size=size)
+    else:
+        from align_lite.data.records import DataFormatError
+
+        try:
+            data = load_eval_set(args.data, size, args.max_images)
+        except DataFormatError as err:
+            raise CommandError(str(err)) from err
+    scores = evaluate(model, tokenizer, data, load_templates(args.templates))
+    if args.json:
+        print(json.dumps({"model": str(folder), "data": args.data, "skipped": data.skipped or {}, **scores}, indent=1))
+        return
+    print(f"{folder} on {args.data}: {int(scores['images'])} images, {int(scores['captions'])} captions"
+          + (f", skipped {sum(data.skipped.values())} rows ({data.skipped})" if data.skipped else ""))
+    if "zero_shot_top1" in scores:
+        print(f"zero-shot over {int(scores['classes'])} classes ({int(scores['classified_images'])} images): "
+              f"top-1 {scores['zero_shot_top1']:.1%}, top-5 {scores['zero_shot_top5']:.1%}")
+    for direction, name in (("i2t", "image→text"), ("t2i", "text→image")):
+        print(f"{name}: " + ", ".join(f"R@{k} {scores[f'{direction}_r{k}']:.1%}" for k in (1, 5, 10)))
 
 
 if __name__ == "__main__":

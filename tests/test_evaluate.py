@@ -1,0 +1,79 @@
+"""Evaluation sets from pair folders and the world, `evaluate`, and `align-lite eval`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from align_lite.cli import main
+from align_lite.data.records import SkipLog
+from align_lite.evaluate import evaluate, load_eval_set, world_eval_set
+from align_lite.retrieval import retrieval_recall
+from align_lite.train import TrainConfig, train
+
+
+def write_folder(root, rows):
+    (root / "images").mkdir(parents=True)
+    for i, colour in enumerate(["red", "blue", "green"]):
+        Image.new("RGB", (40, 30), colour).save(root / "images" / f"{i}.png")
+    (root / "images" / "broken.png").write_bytes(b"not a png")
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+ROWS = [
+    {"file_name": "images/0.png", "text": "a red square", "label": "red"},
+    {"file_name": "images/1.png", "text": "a blue square", "label": "blue"},
+    {"file_name": "images/0.png", "text": "something red", "label": "red"},
+    {"file_name": "images/broken.png", "text": "lost", "label": "red"},
+    {"file_name": "images/2.png", "text": "a green square", "label": "green"},
+]
+
+
+def test_pair_folder_groups_captions_and_counts_bad_images(tmp_path):
+    write_folder(tmp_path, ROWS)
+    log = SkipLog()
+    data = load_eval_set(tmp_path, image_size=16, log=log)
+    assert data.pixels.shape == (3, 3, 16, 16)
+    assert data.texts == ["a red square", "a blue square", "something red", "a green square"]
+    assert data.text_to_image.tolist() == [0, 1, 0, 2]
+    assert data.classnames == ("blue", "green", "red") and data.labels.tolist() == [2, 0, 1]
+    assert sum(log.counts.values()) == 1 and data.skipped == dict(log.counts)
+
+
+def test_evaluate_equals_retrieval_recall_on_the_model_embeddings(tmp_path):
+    write_folder(tmp_path, ROWS)
+    config = TrainConfig(model="tiny", batch_size=4, warmup_steps=1, max_steps=2, text_length=16, world_n=32,
+                         vocab_size=300, eval_size=0, tensorboard=False)
+    result = train(config)
+    data = load_eval_set(tmp_path, image_size=64)
+    scores = evaluate(result.model, result.tokenizer, data)
+    with torch.no_grad():
+        images = result.model.encode_image(data.pixels)
+        encoded = result.tokenizer(data.texts)
+        texts = result.model.encode_text(encoded["input_ids"], encoded["attention_mask"])
+    expected = retrieval_recall(images, texts, data.text_to_image)
+    assert {k: scores[k] for k in expected} == pytest.approx(expected)
+    assert scores["classes"] == 3 and 0 <= scores["zero_shot_top1"] <= scores["zero_shot_top5"] <= 1
+
+
+def test_world_eval_set_marks_two_kind_scenes():
+    data = world_eval_set(n=40, image_size=32)
+    assert data.pixels.shape == (40, 3, 32, 32) and data.text_to_image.tolist() == list(range(40))
+    assert (data.labels == -1).any() and (data.labels >= 0).any()
+    assert all(" " in c for c in data.classnames)
+
+
+def test_cli_eval_prints_json_and_rejects_bad_input(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(TrainConfig(model="tiny", batch_size=4, warmup_steps=1, max_steps=1, text_length=16, world_n=16,
+                      vocab_size=300, eval_size=0, tensorboard=False), out_dir=run)
+    assert main(["eval", str(run), "--n", "24", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 24 and {"i2t_r1", "t2i_r10", "zero_shot_top1"} <= set(out)
+    assert main(["eval", str(tmp_path / "nothing")]) == 1
+    assert "no model here" in capsys.readouterr().err
+    assert main(["eval", str(run), "--templates", "fancy"]) == 1
+    assert "--templates" in capsys.readouterr().err
