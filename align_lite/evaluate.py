@@ -19,11 +19,12 @@ import torch
 
 from align_lite.data.images import BadImageError, ImageTransformConfig, image_transform, open_rgb
 from align_lite.data.records import SkipLog, read_pairs, safe_relative_path
-from align_lite.data.world import WorldConfig, make_world_table, render_image
+from align_lite.data.world import COLORS, SHAPES, WorldConfig, make_world_table, render_image
 from align_lite.retrieval import retrieval_recall
 from align_lite.zero_shot import build_classifier, embed_images, embed_texts, topk_accuracy
 
 WORLD_EVAL_SEED = 10_007  # never a training seed of the book
+WORLD_CLASSNAMES = tuple(f"{color} {shape}" for color in COLORS for shape in SHAPES)  # 64, colour-major
 
 
 @dataclass
@@ -86,11 +87,12 @@ def load_eval_set(path: str | Path, image_size: int, max_images: int | None = No
 
 
 def world_eval_set(n: int = 512, seed: int = WORLD_EVAL_SEED, image_size: int = 64) -> EvalSet:
-    """A held-out generated world: one caption per image; classes "colour shape" for one-kind
-    scenes (two-kind scenes get -1: no single right class)."""
+    """A held-out generated world, drawn uncropped at ``image_size``: one caption per image; the
+    class of a one-kind scene is its index in :data:`WORLD_CLASSNAMES` (class c is colour
+    ``c // 8``, shape ``c % 8``); two-kind scenes get -1 (no single right class)."""
     table = make_world_table(WorldConfig.clean(n=n, seed=seed))
     rows = table.to_pylist()
-    classnames = tuple(sorted({r["label"] for r in rows if r["relation"] is None}))
+    classnames = WORLD_CLASSNAMES
     index = {c: i for i, c in enumerate(classnames)}
     to_pixels = image_transform(ImageTransformConfig(resize=image_size, crop=image_size, random_flip=False))
     pixels = torch.stack([to_pixels(render_image(r, image_size)) for r in rows])

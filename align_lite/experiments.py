@@ -30,14 +30,15 @@ import torch
 from align_lite.data.filters import FilterConfig, apply_filters
 from align_lite.data.images import CropToPixels
 from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
-from align_lite.data.world import COLORS, SHAPES, WorldConfig, WorldDataset, make_world_table
+from align_lite.data.world import SHAPES, WorldConfig, WorldDataset, make_world_table
+from align_lite.evaluate import WORLD_CLASSNAMES, WORLD_EVAL_SEED, world_eval_set
 from align_lite.models import get_preset
 from align_lite.train import TrainConfig, retrieval_accuracy, train, world_transform_config
 from align_lite.zero_shot import build_classifier, embed_images, topk_accuracy
 
-CLASSNAMES = tuple(f"{color} {shape}" for color in COLORS for shape in SHAPES)  # 64 classes
+CLASSNAMES = WORLD_CLASSNAMES  # the 64 "colour shape" classes, colour-major
 TEMPLATES = ("a photo of a {}",)
-EVAL_SEED = 10_007  # held-out worlds are drawn with seeds the training worlds never use
+EVAL_SEED = WORLD_EVAL_SEED  # held-out worlds are drawn with seeds the training worlds never use
 
 # Paper Table 8 (B5 + BERT-base; MSCOCO zero-shot R@1 image→text, text→image; ImageNet KNN R@1).
 PAPER_TABLE8 = {
@@ -63,7 +64,7 @@ TEMPERATURE_SETTINGS: tuple[tuple[str, float, bool], ...] = (
 class WorldEval:
     """Held-out images of a world with their captions and (for one-kind scenes) classes.
 
-    ``pixels`` (N, 3, S, S) in [-1, 1], centre-cropped as in evaluation; ``texts`` the N captions;
+    ``pixels`` (N, 3, S, S) in [-1, 1], drawn uncropped (:func:`~align_lite.evaluate.world_eval_set`); ``texts`` the N captions;
     ``labels`` (N,) class indices into :data:`CLASSNAMES`, -1 for two-kind scenes (left out of
     zero-shot, kept for retrieval)."""
 
@@ -74,13 +75,8 @@ class WorldEval:
 
     @classmethod
     def from_world(cls, n: int = 512, seed: int = EVAL_SEED, image_size: int = 64) -> WorldEval:
-        world = WorldDataset(WorldConfig.clean(n=n, seed=seed), image_size=image_size,
-                             transform=CropToPixels(world_transform_config(image_size)))
-        index = {name: i for i, name in enumerate(CLASSNAMES)}
-        rows = [world.row(i) for i in range(n)]
-        labels = [index[r["label"]] if r["relation"] is None else -1 for r in rows]
-        pixels = torch.stack([world[i]["image"] for i in range(n)])
-        return cls(pixels, [r["text"] for r in rows], torch.tensor(labels), seed)
+        data = world_eval_set(n, seed, image_size)
+        return cls(data.pixels, data.texts, data.labels, seed)
 
     @property
     def classified(self) -> torch.Tensor:
