@@ -6,6 +6,8 @@
     align-lite train --preset P [--data DIR|world] --out RUN [--max-steps N | --max-seconds S] [--resume]
     align-lite experiment temperature|noise-scale [--steps N] [--batch-size B] [--out FILE.json]
     align-lite eval RUN [--data world|DIR] [--templates SET] [--json]
+    align-lite index RUN --data DIR --db PATH.db
+    align-lite search --db PATH.db (--text T | --image FILE [--text T]) [--k K]
 
 Exit status 0 on success; 1 with a one-line ``align-lite: error: ...`` on unusable input;
 2 for a malformed command line (argparse's convention).
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_experiment(commands)
     _add_eval(commands)
+    _add_index(commands)
+    _add_search(commands)
     return parser
 
 
@@ -407,6 +411,116 @@ def _run_eval(args: argparse.Namespace) -> None:
               f"top-1 {scores['zero_shot_top1']:.1%}, top-5 {scores['zero_shot_top5']:.1%}")
     for direction, name in (("i2t", "image→text"), ("t2i", "text→image")):
         print(f"{name}: " + ", ".join(f"R@{k} {scores[f'{direction}_r{k}']:.1%}" for k in (1, 5, 10)))
+
+
+
+# --------------------------------------------------------------------------------------------
+# index and search
+# --------------------------------------------------------------------------------------------
+
+
+def _add_index(commands) -> None:
+    p = commands.add_parser(
+        "index", help="embed a pair data set's images and captions into a Milvus (Lite) index",
+        description="Embed every readable image (kind=image) and every caption (kind=text) of --data with the "
+                    "model of RUN and store them, with file_name and text as metadata, in --db: a local .db "
+                    "file (Milvus Lite) or an http(s):// Milvus server URI. PATH.json beside a .db records "
+                    "which model made the vectors, so that `align-lite search` embeds queries with it.",
+    )
+    p.add_argument("run", type=Path)
+    p.add_argument("--data", required=True, help="pair folder / .jsonl / .parquet")
+    p.add_argument("--db", required=True, help="Milvus Lite file (.db) or Milvus server URI")
+    p.add_argument("--collection", default="align_lite")
+    p.add_argument("--max-images", type=int)
+    p.set_defaults(handler=_run_index)
+
+
+def _index_card(db: str) -> Path:
+    return Path(db + ".json") if not db.startswith(("http://", "https://")) else Path("align_lite_index.json")
+
+
+def _run_index(args: argparse.Namespace) -> None:
+    import json
+
+    from align_lite.evaluate import load_eval_set
+    from align_lite.models import from_pretrained, load_tokenizer
+    from align_lite.search import VectorIndex
+    from align_lite.zero_shot import embed_images, embed_texts
+
+    folder = _model_folder(args.run)
+    model, tokenizer = from_pretrained(folder), load_tokenizer(folder)
+    if tokenizer is None:
+        raise CommandError(f"{folder}: the model has no tokenizer files")
+    data = load_eval_set(args.data, model.config.image.image_size, args.max_images)
+    names = data.image_names
+    images, texts = embed_images(model, data.pixels), embed_texts(model, tokenizer, data.texts)
+    rows = [{"kind": "image", "file_name": names[i], "text": ""} for i in range(len(images))]
+    rows += [{"kind": "text", "file_name": names[int(j)], "text": t} for t, j in zip(data.texts, data.text_to_image)]
+    import torch
+
+    with VectorIndex(args.db, args.collection, dim=images.shape[1]) as index:
+        ids = index.add(torch.cat([images, texts]), metadata=rows)
+        total = len(index)
+    _index_card(args.db).write_text(json.dumps({"model": str(folder.resolve()), "collection": args.collection,
+                                                "dim": int(images.shape[1])}, indent=1) + "\n")
+    skipped = sum((data.skipped or {}).values())
+    print(f"indexed {len(images)} images and {len(texts)} captions ({len(ids)} vectors, {total} in the collection)"
+          + (f"; skipped {skipped} unreadable rows" if skipped else "") + f" -> {args.db}")
+
+
+def _add_search(commands) -> None:
+    p = commands.add_parser(
+        "search", help="query an index made by `align-lite index` with a text, an image, or both",
+        description="--text T finds images; --image FILE finds captions; --image FILE --text T finds images "
+                    "for the composed query (ALIGN §7: unit image + 2 x unit text, renormalised; a negative "
+                    "--text-weight removes the concept). --kind overrides what is searched.",
+    )
+    p.add_argument("--db", required=True)
+    p.add_argument("--text")
+    p.add_argument("--image", type=Path)
+    p.add_argument("--text-weight", type=float, default=2.0)
+    p.add_argument("--kind", choices=("image", "text", "any"), help="what to retrieve")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--run", type=Path, help="model to embed the query with (default: the one recorded by index)")
+    p.set_defaults(handler=_run_search)
+
+
+def _run_search(args: argparse.Namespace) -> None:
+    import json
+
+    from align_lite.data.images import BadImageError, ImageTransformConfig, image_transform, open_rgb
+    from align_lite.models import from_pretrained, load_tokenizer
+    from align_lite.retrieval import compose_query
+    from align_lite.search import VectorIndex
+    from align_lite.zero_shot import embed_images, embed_texts
+
+    if not args.text and args.image is None:
+        raise CommandError("give --text, --image, or both")
+    card = _index_card(args.db)
+    if args.run is not None:
+        folder = _model_folder(args.run)
+    elif card.is_file():
+        folder = Path(json.loads(card.read_text())["model"])
+    else:
+        raise CommandError(f"no {card} (written by `align-lite index`): pass --run to say which model made the index")
+    model, tokenizer = from_pretrained(folder), load_tokenizer(folder)
+    query = None
+    if args.image is not None:
+        try:
+            image = open_rgb(args.image)
+        except BadImageError as err:
+            raise CommandError(f"--image {args.image}: {err}") from err
+        pixels = image_transform(ImageTransformConfig.tiny(model.config.image.image_size))(image)[None]
+        query = embed_images(model, pixels)
+    if args.text:
+        text = embed_texts(model, tokenizer, [args.text])
+        query = text if query is None else compose_query(query, text, text_weight=args.text_weight)
+    kind = args.kind or ("text" if args.image is not None and not args.text else "image")
+    with VectorIndex(args.db) as index:
+        hits = index.search(query, k=args.k, filter=None if kind == "any" else f'kind == "{kind}"')[0]
+    for rank, hit in enumerate(hits, 1):
+        meta = hit.metadata
+        print(f"{rank:2d}. {hit.score:.3f}  {meta.get('kind', '?'):5s}  {meta.get('file_name', '')}  {meta.get('text', '')}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ WORLD_CLASSNAMES = tuple(f"{color} {shape}" for color in COLORS for shape in SHA
 class EvalSet:
     """``pixels`` (N_img, 3, S, S); ``texts`` N_txt captions; ``text_to_image`` (N_txt,) the image of
     each caption; ``labels`` (N_img,) class indices into ``classnames`` (-1: no class), or None;
-    ``skipped`` rows left out (unreadable images, unsafe paths) by reason."""
+    ``skipped`` rows left out (unreadable images, unsafe paths) by reason; ``image_names`` the
+    images' file names (N_img,)."""
 
     pixels: torch.Tensor
     texts: list[str]
@@ -39,6 +40,7 @@ class EvalSet:
     labels: torch.Tensor | None = None
     classnames: tuple[str, ...] = ()
     skipped: dict[str, int] | None = None
+    image_names: list[str] | None = None
 
 
 def _group_captions(file_names: Sequence[str], texts: Sequence[str]) -> tuple[list[str], list[str], list[int]]:
@@ -77,7 +79,7 @@ def load_eval_set(path: str | Path, image_size: int, max_images: int | None = No
         raise ValueError(f"{path}: no readable images to evaluate on ({log.summary()})")
     rows = [i for i, n in enumerate(names) if n in kept]
     out = EvalSet(torch.stack(pixels), [texts[i] for i in rows], torch.tensor([kept[names[i]] for i in rows]),
-                  skipped=dict(log.counts))
+                  skipped=dict(log.counts), image_names=list(kept))
     if labels_of is not None:
         valid = sorted({str(labels_of[n]) for n in kept if labels_of[n] is not None and str(labels_of[n]).strip()})
         index = {c: i for i, c in enumerate(valid)}
@@ -97,7 +99,8 @@ def world_eval_set(n: int = 512, seed: int = WORLD_EVAL_SEED, image_size: int = 
     to_pixels = image_transform(ImageTransformConfig(resize=image_size, crop=image_size, random_flip=False))
     pixels = torch.stack([to_pixels(render_image(r, image_size)) for r in rows])
     labels = torch.tensor([index[r["label"]] if r["relation"] is None else -1 for r in rows])
-    return EvalSet(pixels, [r["text"] for r in rows], torch.arange(n), labels, classnames, {})
+    return EvalSet(pixels, [r["text"] for r in rows], torch.arange(n), labels, classnames, {},
+                   [r["file_name"] for r in rows])
 
 
 def evaluate(model: torch.nn.Module, tokenize: Callable, data: EvalSet, templates: Sequence[str] = ("a photo of a {}.",),

@@ -41,6 +41,7 @@ def test_pair_folder_groups_captions_and_counts_bad_images(tmp_path):
     assert data.text_to_image.tolist() == [0, 1, 0, 2]
     assert data.classnames == ("blue", "green", "red") and data.labels.tolist() == [2, 0, 1]
     assert sum(log.counts.values()) == 1 and data.skipped == dict(log.counts)
+    assert data.image_names == ["images/0.png", "images/1.png", "images/2.png"]
 
 
 def test_evaluate_equals_retrieval_recall_on_the_model_embeddings(tmp_path):
@@ -77,3 +78,29 @@ def test_cli_eval_prints_json_and_rejects_bad_input(tmp_path, capsys):
     assert "no model here" in capsys.readouterr().err
     assert main(["eval", str(run), "--templates", "fancy"]) == 1
     assert "--templates" in capsys.readouterr().err
+
+
+def test_cli_index_then_search_finds_rows(tmp_path, capsys):
+    pytest.importorskip("pymilvus")
+    write_folder(tmp_path / "pairs", ROWS)
+    run = tmp_path / "run"
+    train(TrainConfig(model="tiny", batch_size=4, warmup_steps=1, max_steps=1, text_length=16, world_n=16,
+                      vocab_size=300, eval_size=0, tensorboard=False), out_dir=run)
+    db = str(tmp_path / "index.db")
+    assert main(["index", str(run), "--data", str(tmp_path / "pairs"), "--db", db]) == 0
+    printed = capsys.readouterr().out
+    assert "indexed 3 images and 4 captions (7 vectors, 7 in the collection); skipped 1" in printed
+    assert main(["search", "--db", db, "--text", "a red square", "--k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all(" image " in line for line in lines)
+    assert main(["search", "--db", db, "--image", str(tmp_path / "pairs" / "images" / "1.png"), "--k", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and all(" text " in line for line in lines)
+    assert main(["search", "--db", db, "--image", str(tmp_path / "pairs" / "images" / "1.png"),
+                 "--text", "green", "--k", "2"]) == 0  # composed query → images
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(" image " in line for line in lines)
+    assert main(["search", "--db", db]) == 1
+    assert "give --text" in capsys.readouterr().err
+    assert main(["search", "--db", db, "--image", str(tmp_path / "pairs" / "images" / "broken.png")]) == 1
+    assert "--image" in capsys.readouterr().err
