@@ -360,8 +360,10 @@ def _add_eval(commands) -> None:
                     "Unreadable images are skipped and counted.",
     )
     p.add_argument("run", type=Path)
-    p.add_argument("--data", default="world", help="'world' (default) or pair data")
+    p.add_argument("--data", default="world", help="'world' (default), 'emoji' (the shipped sample) or pair data")
     p.add_argument("--n", type=int, default=512, help="world: rows of the held-out world (default %(default)s)")
+    p.add_argument("--level", default="category", choices=("category", "subcategory"),
+                   help="emoji: the classes for zero-shot (default %(default)s)")
     p.add_argument("--max-images", type=int, help="pair data: evaluate on the first N images")
     p.add_argument("--templates", default="single", help="prompt set: single, imagenet_7, imagenet_80 (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -378,7 +380,7 @@ def _model_folder(run: Path) -> Path:
 def _run_eval(args: argparse.Namespace) -> None:
     import json
 
-    from align_lite.evaluate import evaluate, load_eval_set, world_eval_set
+    from align_lite.evaluate import emoji_eval_set, evaluate, load_eval_set, world_eval_set
     from align_lite.models import from_pretrained, load_tokenizer
     from align_lite.zero_shot import TEMPLATE_SETS, load_templates
 
@@ -393,6 +395,8 @@ def _run_eval(args: argparse.Namespace) -> None:
         if args.n < 1:
             raise CommandError("--n must be positive")
         data = world_eval_set(args.n, image_size=size)
+    elif args.data == "emoji":
+        data = emoji_eval_set(size, args.level, args.max_images)
     else:
         from align_lite.data.records import DataFormatError
 

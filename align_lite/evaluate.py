@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from align_lite.data.emoji import load_emoji
 from align_lite.data.images import BadImageError, ImageTransformConfig, image_transform, open_rgb
 from align_lite.data.records import SkipLog, read_pairs, safe_relative_path
 from align_lite.data.world import COLORS, SHAPES, WorldConfig, make_world_table, render_image
@@ -101,6 +102,27 @@ def world_eval_set(n: int = 512, seed: int = WORLD_EVAL_SEED, image_size: int = 
     labels = torch.tensor([index[r["label"]] if r["relation"] is None else -1 for r in rows])
     return EvalSet(pixels, [r["text"] for r in rows], torch.arange(n), labels, classnames, {},
                    [r["file_name"] for r in rows])
+
+
+def emoji_eval_set(image_size: int = 64, level: str = "category", max_images: int | None = None) -> EvalSet:
+    """The shipped Noto emoji sample: every alt-text of an emoji is one of its captions (several
+    per image, for Recall@K), and its ``level`` ("category", 9 classes, or "subcategory") is its
+    class. Class names are the sample's own ("Smileys & Emotion", "face-smiling")."""
+    if level not in ("category", "subcategory"):
+        raise ValueError(f"level must be 'category' or 'subcategory', got {level!r}")
+    sample = load_emoji()
+    n = len(sample) if max_images is None else min(max_images, len(sample))
+    to_pixels = image_transform(ImageTransformConfig(resize=image_size, crop=image_size, random_flip=False))
+    pixels = torch.stack([to_pixels(sample.image(i)) for i in range(n)])
+    texts, owner = [], []
+    for i in range(n):
+        captions = sample.texts(i)
+        texts += captions
+        owner += [i] * len(captions)
+    classnames = sample.categories if level == "category" else sample.subcategories
+    ids = sample.category_ids if level == "category" else sample.subcategory_ids
+    names = sample.table.column("file_name").to_pylist()[:n]
+    return EvalSet(pixels, texts, torch.tensor(owner), torch.as_tensor(ids[:n]), tuple(classnames), {}, names)
 
 
 def evaluate(model: torch.nn.Module, tokenize: Callable, data: EvalSet, templates: Sequence[str] = ("a photo of a {}.",),

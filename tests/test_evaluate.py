@@ -104,3 +104,20 @@ def test_cli_index_then_search_finds_rows(tmp_path, capsys):
     assert "give --text" in capsys.readouterr().err
     assert main(["search", "--db", db, "--image", str(tmp_path / "pairs" / "images" / "broken.png")]) == 1
     assert "--image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("level", ["category", "subcategory"])
+def test_emoji_eval_set_has_several_captions_and_classes(level):
+    from align_lite.data.emoji import load_emoji
+    from align_lite.evaluate import emoji_eval_set
+
+    data = emoji_eval_set(32, level, max_images=50)
+    sample = load_emoji()
+    assert data.pixels.shape == (50, 3, 32, 32)
+    assert data.texts == [t for i in range(50) for t in sample.texts(i)]
+    assert len(data.texts) > 50 and data.text_to_image.bincount().min() >= 1
+    names = sample.categories if level == "category" else sample.subcategories
+    column = sample.table.column(level).to_pylist()[:50]
+    assert [data.classnames[c] for c in data.labels.tolist()] == column and data.classnames == names
+    with pytest.raises(ValueError, match="level"):
+        emoji_eval_set(32, "emoji")
