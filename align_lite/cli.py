@@ -282,7 +282,6 @@ def _run_train(args: argparse.Namespace) -> None:
     print(f"model -> {result.final_dir} (align_lite.models.from_pretrained); checkpoint -> {result.checkpoint}")
 
 
-
 # --------------------------------------------------------------------------------------------
 # experiment
 # --------------------------------------------------------------------------------------------
@@ -343,7 +342,6 @@ def _run_experiment(args: argparse.Namespace) -> None:
         ex.save_runs(runs, args.out, experiment=args.name, command=" ".join(sys.argv), seconds=seconds,
                      eval_images=len(eval_data.texts), eval_classified=len(eval_data.classified))
         print(f"runs -> {args.out}")
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,7 +413,6 @@ def _run_eval(args: argparse.Namespace) -> None:
               f"top-1 {scores['zero_shot_top1']:.1%}, top-5 {scores['zero_shot_top5']:.1%}")
     for direction, name in (("i2t", "image→text"), ("t2i", "text→image")):
         print(f"{name}: " + ", ".join(f"R@{k} {scores[f'{direction}_r{k}']:.1%}" for k in (1, 5, 10)))
-
 
 
 # --------------------------------------------------------------------------------------------
