@@ -140,7 +140,7 @@ def to_markdown(summary: dict) -> str:
               "", "Milvus Lite 3.x runs in-process in Python (gRPC + NumPy/FAISS per segment), so most of the "
               "search time is per-request overhead, not distance computation; HNSW shows no speed-up at these "
               "sizes (its recall of 1.000 suggests the searched segments were not HNSW-indexed; not "
-              "investigated). The machine's cores were shared with other work while this ran."]
+              "investigated)."]
     return "\n".join(lines) + "\n"
 
 
