@@ -375,19 +375,26 @@ def _model_folder(run: Path) -> Path:
     raise CommandError(f"{run}: no model here (expected {run / 'final'} or a folder with config.json)")
 
 
+def _load_model(folder: Path):
+    """(model, tokenizer) saved in ``folder``; a one-line error when the tokenizer is missing."""
+    from align_lite.models import from_pretrained, load_tokenizer
+
+    model, tokenizer = from_pretrained(folder), load_tokenizer(folder)
+    if tokenizer is None:
+        raise CommandError(f"{folder}: the model has no tokenizer files")
+    return model, tokenizer
+
+
 def _run_eval(args: argparse.Namespace) -> None:
     import json
 
     from align_lite.evaluate import emoji_eval_set, evaluate, load_eval_set, world_eval_set
-    from align_lite.models import from_pretrained, load_tokenizer
     from align_lite.zero_shot import TEMPLATE_SETS, load_templates
 
     if args.templates not in TEMPLATE_SETS:
         raise CommandError(f"--templates must be one of {', '.join(TEMPLATE_SETS)}")
     folder = _model_folder(args.run)
-    model, tokenizer = from_pretrained(folder), load_tokenizer(folder)
-    if tokenizer is None:
-        raise CommandError(f"{folder}: the model has no tokenizer files")
+    model, tokenizer = _load_model(folder)
     size = model.config.image.image_size
     if args.data == "world":
         if args.n < 1:
@@ -443,21 +450,19 @@ def _index_card(db: str) -> Path:
 def _run_index(args: argparse.Namespace) -> None:
     import json
 
+    import torch
+
     from align_lite.evaluate import load_eval_set
-    from align_lite.models import from_pretrained, load_tokenizer
     from align_lite.search import VectorIndex
     from align_lite.zero_shot import embed_images, embed_texts
 
     folder = _model_folder(args.run)
-    model, tokenizer = from_pretrained(folder), load_tokenizer(folder)
-    if tokenizer is None:
-        raise CommandError(f"{folder}: the model has no tokenizer files")
+    model, tokenizer = _load_model(folder)
     data = load_eval_set(args.data, model.config.image.image_size, args.max_images)
     names = data.image_names
     images, texts = embed_images(model, data.pixels), embed_texts(model, tokenizer, data.texts)
     rows = [{"kind": "image", "file_name": names[i], "text": ""} for i in range(len(images))]
     rows += [{"kind": "text", "file_name": names[int(j)], "text": t} for t, j in zip(data.texts, data.text_to_image)]
-    import torch
 
     with VectorIndex(args.db, args.collection, dim=images.shape[1]) as index:
         ids = index.add(torch.cat([images, texts]), metadata=rows)
@@ -490,7 +495,6 @@ def _run_search(args: argparse.Namespace) -> None:
     import json
 
     from align_lite.data.images import BadImageError, ImageTransformConfig, image_transform, open_rgb
-    from align_lite.models import from_pretrained, load_tokenizer
     from align_lite.retrieval import compose_query
     from align_lite.search import VectorIndex
     from align_lite.zero_shot import embed_images, embed_texts
@@ -504,7 +508,7 @@ def _run_search(args: argparse.Namespace) -> None:
         folder = Path(json.loads(card.read_text())["model"])
     else:
         raise CommandError(f"no {card} (written by `align-lite index`): pass --run to say which model made the index")
-    model, tokenizer = from_pretrained(folder), load_tokenizer(folder)
+    model, tokenizer = _load_model(folder)
     query = None
     if args.image is not None:
         try:
