@@ -23,8 +23,8 @@ import torch
 
 from align_lite import experiments as ex
 from align_lite.train import TrainConfig
+from report import OUT_DIR  # benchmarks/report.py
 
-OUT_DIR = Path(__file__).resolve().parents[1] / "book" / "appendix" / "generated"
 
 
 def describe(runs, seconds: float, steps: int, threads: int, eval_data: ex.WorldEval) -> str:

@@ -13,7 +13,6 @@ checks that both give identical masks, and writes a Markdown table (plus JSON) u
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -24,8 +23,8 @@ import pyarrow as pa
 
 from align_lite.data.filters import RULES, FilterConfig, apply_filters, filter_masks, reference_filter_masks
 from align_lite.data.world import WorldConfig, make_world_table
+from report import OUT_DIR, write_report  # benchmarks/report.py
 
-OUT_DIR = Path(__file__).resolve().parents[1] / "book" / "appendix" / "generated"
 TARGET_PAIRS_PER_SECOND = 2_000_000
 
 
@@ -104,11 +103,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args()
     summary = run(args.rows, args.repeats, args.scaled_k)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "filter_throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
-    markdown = to_markdown(summary)
-    (args.out / "filter_throughput.md").write_text(markdown)
-    print(markdown)
+    write_report(args.out, "filter_throughput", summary, to_markdown(summary))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ is reported both with and without that first pass. Writes ``input_pipeline.md``/
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -26,8 +25,8 @@ import numpy as np
 import torch
 
 from align_lite.train import TrainConfig, Trainer
+from report import OUT_DIR, write_report  # benchmarks/report.py
 
-OUT_DIR = Path(__file__).resolve().parents[1] / "book" / "appendix" / "generated"
 TARGET_RATIO = 0.90
 
 
@@ -91,10 +90,7 @@ def main() -> None:
     result = measure(config, args.steps, args.warmup, args.rounds)
     result.update(config=config.to_dict(), threads=args.threads, machine=platform.processor() or platform.machine(),
                   torch=torch.__version__)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "input_pipeline.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "input_pipeline.md").write_text(markdown(result))
-    print(markdown(result))
+    write_report(args.out, "input_pipeline", result, markdown(result), indent=1)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
 from align_lite.data.world import WorldConfig
 from align_lite.experiments import WorldEval, evaluate, world_rows
 from align_lite.train import TrainConfig, Trainer
+from report import OUT_DIR, write_report  # benchmarks/report.py
 
-OUT_DIR = Path(__file__).resolve().parents[1] / "book" / "appendix" / "generated"
 TARGET_TOP1, TARGET_SECONDS = 0.95, 120.0
 
 
@@ -90,10 +90,7 @@ def main() -> None:
     eval_data = WorldEval.from_world()
     result.update(eval_images=len(eval_data.texts), eval_classified=len(eval_data.classified), threads=args.threads,
                   machine=platform.processor() or platform.machine(), torch=torch.__version__)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quality_per_minute.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "quality_per_minute.md").write_text(markdown(result, args.threads))
-    print(markdown(result, args.threads))
+    write_report(args.out, "quality_per_minute", result, markdown(result, args.threads), indent=1)
 
 
 if __name__ == "__main__":

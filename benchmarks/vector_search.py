@@ -12,7 +12,6 @@ a Markdown table (plus JSON) under ``book/appendix/generated/``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,8 +23,8 @@ import pymilvus
 import torch
 
 from align_lite.search import VectorIndex
+from report import OUT_DIR, write_report  # benchmarks/report.py
 
-OUT_DIR = Path(__file__).resolve().parents[1] / "book" / "appendix" / "generated"
 K = 10
 TARGET_RECALL = 0.99
 TARGET_MS = 100.0  # for the batch of queries over the largest collection
@@ -154,11 +153,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args()
     summary = run(args.rows, args.dim, args.queries, args.repeats, args.index_types)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "vector_search.json").write_text(json.dumps(summary, indent=2) + "\n")
-    markdown = to_markdown(summary)
-    (args.out / "vector_search.md").write_text(markdown)
-    print(markdown)
+    write_report(args.out, "vector_search", summary, to_markdown(summary))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,17 @@
+"""Where the benchmark scripts write, and how: ``STEM.json`` (the numbers) and ``STEM.md`` (the
+table the book's appendix includes) under ``book/appendix/generated/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+OUT_DIR = Path(__file__).resolve().parents[1] / "book" / "appendix" / "generated"
+
+
+def write_report(out_dir: Path, stem: str, summary: dict, markdown: str, indent: int = 2) -> None:
+    """Write ``summary`` as JSON and ``markdown`` as the table, then print the table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=indent) + "\n")
+    (out_dir / f"{stem}.md").write_text(markdown)
+    print(markdown)
