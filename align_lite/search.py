@@ -18,10 +18,20 @@ Where the data lives is chosen by ``uri``:
   API key), through exactly the same code.
 
 Index types. Milvus Lite 3.x supports ``FLAT`` (exact brute force), and, through FAISS, ``HNSW``
-and ``IVF_FLAT`` (approximate). The default is ``FLAT``: at the sizes this book works with
-(≤ a few 100 k rows) exact search is fast enough, recall is exactly 1, and the interesting number
-is latency (see ``benchmarks/vector_search.py``). Pass ``index_type="HNSW"`` for larger
-collections and measure recall against exact search before trusting it.
+and ``IVF_FLAT`` (approximate; ``pip install "align-lite[ann]"``, i.e. ``faiss-cpu``). Without
+FAISS, Milvus Lite would accept an HNSW index, fail to build it in a background thread (only a
+logged error) and silently search every segment by brute force, so ``VectorIndex`` refuses
+``HNSW``/``IVF_FLAT`` on Milvus Lite when ``faiss`` cannot be imported. Milvus Lite builds
+segment indexes in a background thread after each flush; for the approximate types ``add()``
+therefore reloads the collection, which builds every segment's index before it returns (and so
+includes the build time; an HNSW over 100 k rows of D = 128 takes about a minute on one core).
+
+The default is ``FLAT``: at the sizes this book works with (≤ a few 100 k rows) exact search is
+fast enough, recall is exactly 1, and the interesting number is latency (see
+``benchmarks/vector_search.py``). Milvus Lite also spends O(rows) pure-Python time per search
+*request* (deduplication and delete masks), whatever the index, so send queries in large batches.
+Pass ``index_type="HNSW"`` for larger collections, tune ``search(search_params={"ef": ...})``, and
+measure recall against exact search before trusting it.
 
 Scores are Milvus' raw ``distance``: for ``IP`` (the default; cosine similarity for
 L2-normalised embeddings, as the dual encoder produces) and ``COSINE`` larger is closer; for
@@ -30,6 +40,7 @@ L2-normalised embeddings, as the dual encoder produces) and ``COSINE`` larger is
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,10 +51,11 @@ import numpy as np
 import torch
 from pymilvus import DataType, MilvusClient
 
-__all__ = ["Hit", "VectorIndex", "METRICS", "INDEX_TYPES"]
+__all__ = ["Hit", "VectorIndex", "METRICS", "INDEX_TYPES", "ANN_INDEX_TYPES", "faiss_available"]
 
 METRICS = ("IP", "COSINE", "L2")
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT")
+ANN_INDEX_TYPES = frozenset({"HNSW", "IVF_FLAT"})  # built by FAISS inside Milvus Lite
 RESERVED_KEYS = frozenset({"id", "vector", "$meta"})
 MAX_K = 16_384  # Milvus' limit on top-k (and on queries per request)
 _INT64 = np.iinfo(np.int64)
@@ -62,6 +74,36 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def faiss_available() -> bool:
+    """Whether Milvus Lite can build FAISS (``HNSW``/``IVF_FLAT``) indexes in this process.
+
+    Asks Milvus Lite itself (it tries ``import faiss`` once); without Milvus Lite, whether the
+    ``faiss`` module (package ``faiss-cpu``) is installed.
+    """
+    try:
+        from milvus_lite.index.factory import is_faiss_available
+    except ImportError:
+        return importlib.util.find_spec("faiss") is not None
+    return is_faiss_available()
+
+
+def is_server_uri(uri: str) -> bool:
+    """Whether ``uri`` names a Milvus server (``http(s)://``) rather than a Milvus Lite folder."""
+    return uri.startswith(("http://", "https://"))
+
+
+def require_index_backend(index_type: str, uri: str) -> None:
+    """Refuse an approximate index on Milvus Lite without FAISS (it would silently be brute force).
+
+    Raises:
+        ImportError: ``index_type`` is ``HNSW``/``IVF_FLAT``, ``uri`` is Milvus Lite and ``faiss``
+            is not installed.
+    """
+    if index_type in ANN_INDEX_TYPES and not is_server_uri(uri) and not faiss_available():
+        raise ImportError(f"index_type={index_type!r} on Milvus Lite needs FAISS, which is not installed: "
+                          "pip install 'align-lite[ann]' (or faiss-cpu), or use index_type='FLAT'")
+
+
 def resolve_uri(uri: str | Path) -> str:
     """Return the Milvus URI for ``uri``: server URIs unchanged, ``.db`` paths with their folder made.
 
@@ -69,7 +111,7 @@ def resolve_uri(uri: str | Path) -> str:
         ValueError: ``uri`` is neither ``http(s)://…`` nor a path ending in ``.db``.
     """
     text = str(uri)
-    if text.startswith(("http://", "https://")):
+    if is_server_uri(text):
         return text
     path = Path(text).expanduser()
     if path.suffix != ".db":
@@ -168,13 +210,14 @@ class VectorIndex:
             schema and, if ``dim`` is given too, the two must agree.
         metric: ``"IP"`` (default when creating), ``"COSINE"`` or ``"L2"``; on reopening, the
             stored metric is used and a different explicit one is an error.
-        index_type: ``"FLAT"`` (default when creating, exact), ``"HNSW"`` or ``"IVF_FLAT"``;
-            same reopening rule as ``metric``.
+        index_type: ``"FLAT"`` (default when creating, exact), ``"HNSW"`` or ``"IVF_FLAT"``
+            (approximate; on Milvus Lite they need ``faiss-cpu``); same reopening rule as ``metric``.
         token: credentials for a Milvus server (``"user:password"`` or an API key).
 
     Raises:
         ValueError: bad ``uri``/``metric``/``index_type``; ``dim`` missing when creating; or a
             ``dim``/``metric``/``index_type`` that contradicts the existing collection.
+        ImportError: an ``HNSW``/``IVF_FLAT`` collection on Milvus Lite without ``faiss``.
     """
 
     def __init__(self, uri: str | Path, collection: str = "align_lite", dim: int | None = None,
@@ -196,6 +239,7 @@ class VectorIndex:
     def _create(self, dim: int | None, metric: str, index_type: str) -> tuple[int, str, str]:
         if dim is None:
             raise ValueError(f"collection {self.collection!r} does not exist at {self.uri}; pass dim= to create it")
+        require_index_backend(index_type, self.uri)
         client = self.client
         schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
         schema.add_field("id", DataType.INT64, is_primary=True)
@@ -216,6 +260,7 @@ class VectorIndex:
                                     ("index_type", index_type, stored_type)):
             if given is not None and given != stored:
                 raise ValueError(f"collection {self.collection!r} at {self.uri} has {name}={stored!r}, not {given!r}")
+        require_index_backend(stored_type, self.uri)
         client.load_collection(self.collection)
         return stored_dim, stored_metric, stored_type
 
@@ -242,6 +287,8 @@ class VectorIndex:
         """Insert embeddings (N, D) with optional ids and metadata; return the N ids.
 
         Everything is validated before the first row is sent, so a bad call inserts nothing.
+        The rows are flushed before returning; for ``HNSW``/``IVF_FLAT`` on Milvus Lite their
+        index is built before returning too (see the module docstring).
         ``ids=None`` assigns ``len(self), …, len(self) + N - 1``. Ids already in the index are
         rejected (Milvus would otherwise overwrite or duplicate them). Metadata keys become
         dynamic fields usable in ``search(filter=...)``, e.g. ``{"kind": "image"}``.
@@ -266,11 +313,18 @@ class VectorIndex:
         if present:
             hint = " (auto ids continue from len(index); pass explicit ids)" if auto else ""
             raise ValueError(f"{len(present)} id(s) already in the index, e.g. {present[:10]}{hint}")
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            rows = [{**metadata[i], "id": ids[i], "vector": vectors[i].tolist()} for i in range(start, stop)]
-            self.client.insert(self.collection, rows)
-        self.client.flush(self.collection)
+        build_now = self.index_type in ANN_INDEX_TYPES and not is_server_uri(self.uri)
+        if build_now:
+            self.client.release_collection(self.collection)  # no background index builds meanwhile
+        try:
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                rows = [{**metadata[i], "id": ids[i], "vector": vectors[i].tolist()} for i in range(start, stop)]
+                self.client.insert(self.collection, rows)
+            self.client.flush(self.collection)
+        finally:
+            if build_now:
+                self.client.load_collection(self.collection)  # builds every segment's index, or raises
         return ids
 
     def _existing(self, ids: list[int], batch_size: int) -> list[int]:
@@ -286,12 +340,15 @@ class VectorIndex:
     # -- reading -------------------------------------------------------------------------------
 
     def search(self, queries: Matrix, k: int = 10, filter: str | None = None,
-               batch_size: int = 256) -> list[list[Hit]]:
+               batch_size: int = 256, search_params: dict[str, Any] | None = None) -> list[list[Hit]]:
         """Top-``k`` rows for each of the Q queries (Q, D), closest first.
 
         ``filter`` is a Milvus boolean expression over ``id`` and metadata keys, passed through
         unchanged (e.g. ``'kind == "image"'``, ``'id in [1, 2]'``). Queries go to Milvus in
-        batches of ``batch_size``. A query gets fewer than ``k`` hits when fewer rows match.
+        batches of ``batch_size``; Milvus Lite pays an O(rows) Python cost per batch, so keep
+        batches large. ``search_params`` replaces the index's default search-time parameters
+        (``{"ef": 64}`` for HNSW, ``{"nprobe": 16}`` for IVF_FLAT; FLAT has none): larger values
+        trade speed for recall. A query gets fewer than ``k`` hits when fewer rows match.
 
         Returns:
             Q lists of ``Hit``.
@@ -301,7 +358,10 @@ class VectorIndex:
         check_positive(batch_size, "batch_size", upper=MAX_K)
         if filter is not None and not isinstance(filter, str):
             raise TypeError(f"filter must be a Milvus expression string or None, got {type(filter).__name__}")
-        params = {"metric_type": self.metric, "params": _SEARCH_PARAMS.get(self.index_type, {})}
+        if search_params is not None and not isinstance(search_params, dict):
+            raise TypeError(f"search_params must be a dict or None, got {type(search_params).__name__}")
+        tuning = _SEARCH_PARAMS.get(self.index_type, {}) if search_params is None else search_params
+        params = {"metric_type": self.metric, "params": tuning}
         results: list[list[Hit]] = []
         for start in range(0, len(q), batch_size):
             batch = self.client.search(self.collection, data=q[start:start + batch_size].tolist(), limit=k,

@@ -16,7 +16,8 @@ import torch
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from align_lite.search import Hit, VectorIndex  # noqa: E402
+from align_lite import search as search_module  # noqa: E402
+from align_lite.search import Hit, VectorIndex, require_index_backend  # noqa: E402
 
 N, D, K = 2000, 64, 10
 
@@ -182,6 +183,7 @@ def test_auto_ids_continue_and_id_clashes_are_refused(fresh):
     (lambda ix: ix.search(torch.eye(4), k=0), ValueError, "k must be"),
     (lambda ix: ix.search(torch.eye(4), k=10**6), ValueError, "at most"),
     (lambda ix: ix.search(torch.eye(4), filter=3), TypeError, "filter"),
+    (lambda ix: ix.search(torch.eye(4), search_params=[("ef", 8)]), TypeError, "search_params"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_bad_input_is_refused_and_inserts_nothing(fresh, call, error, match):
     with pytest.raises(error, match=match):
@@ -216,3 +218,34 @@ def test_close_context_manager_and_drop(db):
         again.search(torch.eye(4))
     with pytest.raises(ValueError, match="pass dim="):
         VectorIndex(db, collection="lifetime")
+
+
+def test_ann_index_is_refused_on_milvus_lite_without_faiss(tmp_path, monkeypatch):
+    # Milvus Lite would accept it, fail to build it in a background thread and search by brute force.
+    monkeypatch.setattr(search_module, "faiss_available", lambda: False)
+    with pytest.raises(ImportError, match="faiss"):
+        VectorIndex(tmp_path / "ann.db", dim=4, index_type="hnsw")
+    with pytest.raises(ImportError, match="faiss"):
+        require_index_backend("IVF_FLAT", str(tmp_path / "ann.db"))
+    require_index_backend("HNSW", "http://localhost:19530")  # a server builds its own indexes
+    require_index_backend("FLAT", str(tmp_path / "ann.db"))
+
+
+@pytest.mark.parametrize("index_type, tuning", [("HNSW", {"ef": 256}), ("IVF_FLAT", {"nprobe": 128})])
+def test_ann_index_is_built_by_add_and_used_by_search(tmp_path, keys, index_type, tuning):
+    pytest.importorskip("faiss")
+    path = tmp_path / "ann.db"
+    with VectorIndex(path, dim=D, index_type=index_type) as index:
+        index.add(keys[:1500])
+        sidecars = sorted(f.name for f in path.rglob("*.idx"))
+        assert sidecars and all(f".{index_type.lower()}." in name for name in sidecars), sidecars
+        assert index.add(keys[1500:]) == list(range(1500, N))  # a second add() still works
+        assert len(index) == N
+        queries = unit_vectors(20, D, seed=4)
+        hits = index.search(queries, k=K, search_params=tuning)
+        _, exact = exact_topk(queries, keys, K)
+        found = sum(len({h.id for h in row} & set(ref)) for row, ref in zip(hits, exact.tolist()))
+        assert found / exact.numel() >= 0.95
+        assert [row[0].id for row in index.search(keys[:20], k=1, search_params=tuning)] == list(range(20))
+    with VectorIndex(path) as again:  # reopening loads the stored index type and its sidecars
+        assert again.index_type == index_type and len(again) == N
