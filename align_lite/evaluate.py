@@ -20,11 +20,12 @@ import torch
 from align_lite.data.emoji import load_emoji
 from align_lite.data.images import BadImageError, ImageTransformConfig, image_transform, open_rgb
 from align_lite.data.records import SkipLog, read_pairs, safe_relative_path
-from align_lite.data.world import COLORS, SHAPES, WorldConfig, make_world_table, render_image
+from align_lite.data.world import COLORS, SHAPES, WorldConfig, make_world_table, paraphrases, render_image
 from align_lite.retrieval import retrieval_recall
 from align_lite.zero_shot import build_classifier, embed_images, embed_texts, topk_accuracy
 
 WORLD_EVAL_SEED = 10_007  # never a training seed of the book
+SCENE_KEYS = ("color", "shape", "count", "size", "position", "relation", "other_color", "other_shape")
 WORLD_CLASSNAMES = tuple(f"{color} {shape}" for color in COLORS for shape in SHAPES)  # 64, colour-major
 
 
@@ -33,7 +34,8 @@ class EvalSet:
     """``pixels`` (N_img, 3, S, S); ``texts`` N_txt captions; ``text_to_image`` (N_txt,) the image of
     each caption; ``labels`` (N_img,) class indices into ``classnames`` (-1: no class), or None;
     ``skipped`` rows left out (unreadable images, unsafe paths) by reason; ``image_names`` the
-    images' file names (N_img,)."""
+    images' file names (N_img,); ``scenes`` (generated worlds only) each image's attributes:
+    color, shape, count, size, position, relation, other_color, other_shape."""
 
     pixels: torch.Tensor
     texts: list[str]
@@ -42,6 +44,7 @@ class EvalSet:
     classnames: tuple[str, ...] = ()
     skipped: dict[str, int] | None = None
     image_names: list[str] | None = None
+    scenes: list[dict] | None = None
 
 
 def _group_captions(file_names: Sequence[str], texts: Sequence[str]) -> tuple[list[str], list[str], list[int]]:
@@ -89,10 +92,13 @@ def load_eval_set(path: str | Path, image_size: int, max_images: int | None = No
     return out
 
 
-def world_eval_set(n: int = 512, seed: int = WORLD_EVAL_SEED, image_size: int = 64) -> EvalSet:
-    """A held-out generated world, drawn uncropped at ``image_size``: one caption per image; the
+def world_eval_set(n: int = 512, seed: int = WORLD_EVAL_SEED, image_size: int = 64,
+                   captions_per_image: int = 1) -> EvalSet:
+    """A held-out generated world, drawn uncropped at ``image_size``: its own caption per image,
+    plus ``captions_per_image - 1`` paraphrases (:func:`~align_lite.data.world.paraphrases`); the
     class of a one-kind scene is its index in :data:`WORLD_CLASSNAMES` (class c is colour
-    ``c // 8``, shape ``c % 8``); two-kind scenes get -1 (no single right class)."""
+    ``c // 8``, shape ``c % 8``); two-kind scenes get -1 (no single right class). ``scenes``
+    keeps each row's attributes for :mod:`align_lite.world_probes`."""
     table = make_world_table(WorldConfig.clean(n=n, seed=seed))
     rows = table.to_pylist()
     classnames = WORLD_CLASSNAMES
@@ -100,8 +106,13 @@ def world_eval_set(n: int = 512, seed: int = WORLD_EVAL_SEED, image_size: int = 
     to_pixels = image_transform(ImageTransformConfig(resize=image_size, crop=image_size, random_flip=False))
     pixels = torch.stack([to_pixels(render_image(r, image_size)) for r in rows])
     labels = torch.tensor([index[r["label"]] if r["relation"] is None else -1 for r in rows])
-    return EvalSet(pixels, [r["text"] for r in rows], torch.arange(n), labels, classnames, {},
-                   [r["file_name"] for r in rows])
+    scenes = [{key: r[key] for key in SCENE_KEYS} for r in rows]
+    if captions_per_image < 1:
+        raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
+    captions = [[r["text"], *more] for r, more in zip(rows, paraphrases(table, captions_per_image - 1, seed))]
+    texts = [t for per_image in captions for t in per_image]
+    owner = torch.arange(n).repeat_interleave(captions_per_image)
+    return EvalSet(pixels, texts, owner, labels, classnames, {}, [r["file_name"] for r in rows], scenes)
 
 
 def emoji_eval_set(image_size: int = 64, level: str = "category", max_images: int | None = None) -> EvalSet:

@@ -16,7 +16,10 @@ show a recorded full-size run beside a short live one.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -32,7 +35,7 @@ from align_lite.data.images import CropToPixels
 from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
 from align_lite.data.world import SHAPES, WorldConfig, WorldDataset, make_world_table
 from align_lite.evaluate import WORLD_CLASSNAMES, WORLD_EVAL_SEED, world_eval_set
-from align_lite.models import get_preset
+from align_lite.models import from_pretrained, get_preset, load_tokenizer, save_pretrained
 from align_lite.train import TrainConfig, retrieval_accuracy, train, world_transform_config
 from align_lite.zero_shot import build_classifier, embed_images, topk_accuracy
 
@@ -220,6 +223,55 @@ def noise_vs_scale(base: TrainConfig, clean_n: int = 1024, noisy_ratios: Sequenc
                      "noisy": rows is not None}
         runs.append(run)
     return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# The model Chapters 5 and 6 study
+# ---------------------------------------------------------------------------------------------
+
+CACHE_ENV = "ALIGN_LITE_CACHE"
+#: Chapter 4's best short recipe: the temperature fixed at the paper's learnt 1/64, 600 steps (~70 s).
+BOOK_MODEL = TrainConfig.cpu_tiny(max_steps=600, temperature=1 / 64, learnable_temperature=False,
+                                  eval_size=0, eval_every=0, tensorboard=False)
+
+
+def _source_digest() -> str:
+    """A hash of the package's source: a cached model is reused only by the code that trained it."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.relative_to(Path(__file__).parent).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    """``$ALIGN_LITE_CACHE`` or ``~/.cache/align_lite``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "align_lite")
+
+
+def trained_model(config: TrainConfig = BOOK_MODEL, cache: bool = True) -> tuple[torch.nn.Module, Any, dict]:
+    """(model, tokenizer, record) of ``config`` trained on the generated world; the record holds
+    ``steps``, ``losses``, ``temperatures``, ``seconds`` and whether it came from the cache.
+
+    With ``cache`` the model is saved (safetensors) under :func:`cache_dir`, keyed by the config
+    and the package's source, so that the chapters that study one model train it once. Training
+    is deterministic on a given machine, so a cached and a fresh model are the same.
+    """
+    key = hashlib.sha256((json.dumps(config.to_dict(), sort_keys=True) + _source_digest()).encode()).hexdigest()[:16]
+    folder = cache_dir() / "models" / key
+    if cache and (folder / "record.json").is_file():
+        record = json.loads((folder / "record.json").read_text())
+        return from_pretrained(folder).eval(), load_tokenizer(folder), {**record, "cached": True}
+    result = train(config)
+    record = {"steps": result.steps, "losses": result.losses, "temperatures": result.temperatures,
+              "seconds": result.seconds, "config": config.to_dict()}
+    if cache:
+        staging = folder.parent / f".{key}.tmp-{os.getpid()}"
+        save_pretrained(result.model, staging, result.tokenizer)
+        (staging / "record.json").write_text(json.dumps(record) + "\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+    return result.model.eval(), result.tokenizer, {**record, "cached": False}
 
 
 def _image_size(config: TrainConfig) -> int:

@@ -495,3 +495,21 @@ def test_cached_world_draws_equal_uncached_draws():
         expected = torch.from_numpy(np.asarray(plain[i]["image"]).transpose(2, 0, 1).copy())
         assert torch.equal(cached[i]["image"], expected)
     assert sorted(cached.cache) == [0, 3, 5]
+
+
+def test_paraphrases_describe_the_scene_in_other_words():
+    from align_lite.data.world import paraphrases
+
+    table = make_world_table(WorldConfig.noisy(n=60, seed=3))
+    more = paraphrases(table, 3, seed=1)
+    assert more == paraphrases(table, 3, seed=1) and more != paraphrases(table, 3, seed=2)
+    assert paraphrases(table, 0) == [[] for _ in range(60)]
+    rows = table.to_pylist()
+    for row, captions in zip(rows, more):
+        assert len(captions) == 3
+        for caption in captions:  # faithful even where the row's own text is noise
+            assert row["color"] in caption and (row["shape"] in caption or PLURALS[row["shape"]] in caption)
+            assert (row["other_color"] or "") in caption
+    assert sum(len(set(c)) > 1 for c in more) > 50  # other wordings, not copies
+    with pytest.raises(ValueError):
+        paraphrases(table, -1)

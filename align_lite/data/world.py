@@ -318,6 +318,30 @@ def make_world_table(config: WorldConfig) -> pa.Table:
     return pa.table(columns)
 
 
+def paraphrases(table: pa.Table, k: int, seed: int = 0) -> list[list[str]]:
+    """``k`` more faithful captions of every row's scene, drawn by the same caption generator with
+    other random choices (wording, lead, position and background phrases): several captions per
+    image, as retrieval benchmarks have. They describe the scene, whatever the row's own
+    (possibly noisy) text says; a paraphrase may repeat another."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+
+    def index(column: str, vocab: tuple[str, ...]) -> np.ndarray:
+        position = {v: i for i, v in enumerate(vocab)}
+        return np.array([-1 if v is None else position[v] for v in table.column(column).to_pylist()], dtype=np.int64)
+
+    scene = {
+        "color": index("color", COLOR_NAMES), "shape": index("shape", SHAPES),
+        "count": np.asarray(table.column("count").to_pylist(), dtype=np.int64),
+        "size": index("size", SIZES), "position": index("position", POSITIONS),
+        "relation": index("relation", RELATIONS), "other_color": index("other_color", COLOR_NAMES),
+        "other_shape": index("other_shape", SHAPES),
+    }
+    background = np.asarray(table.column("scene_seed").to_pylist(), dtype=np.int64) % len(BACKGROUNDS)
+    drawn = [_clean_captions(scene, background, np.random.default_rng([seed, 1000 + j])) for j in range(k)]
+    return [list(row) for row in zip(*drawn)] if k else [[] for _ in range(table.num_rows)]
+
+
 def _take(vocab: tuple[str, ...], index: np.ndarray) -> pa.Array:
     """The strings of ``vocab`` at ``index`` as an Arrow column (null where index is -1)."""
     return pc.take(pa.array(vocab, pa.string()), pa.array(np.maximum(index, 0), mask=index < 0))
