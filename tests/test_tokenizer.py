@@ -250,3 +250,29 @@ def test_trim_padding_keeps_the_longest_text_and_bert_outputs():
     tower = TextTower(TextTowerConfig(vocab_size=tok.vocab_size)).eval()
     with torch.no_grad():
         torch.testing.assert_close(tower(**trimmed), tower(**full), rtol=1e-5, atol=1e-5)
+
+
+def test_learn_vocab_merges_the_most_frequent_pair_and_breaks_ties_by_spelling():
+    from align_lite.data.tokenizer import SPECIAL_TOKENS, learn_vocab
+
+    vocab = learn_vocab({"abab": 5, "cd": 5, "x": 1}, vocab_size=100, min_frequency=2)
+    assert vocab[:len(SPECIAL_TOKENS)] == list(SPECIAL_TOKENS)
+    assert vocab[len(SPECIAL_TOKENS):len(SPECIAL_TOKENS) + 6] == ["##a", "##b", "##d", "a", "c", "x"]
+    # every pair occurs 5 times, so the spelling decides: (##a,##b), then (##b,##ab) in a·##b·##ab,
+    # then (a,##bab), then (c,##d)
+    assert vocab[len(SPECIAL_TOKENS) + 6:] == ["##ab", "##bab", "abab", "cd"]
+    assert learn_vocab({"abab": 5}, vocab_size=len(SPECIAL_TOKENS) + 3) == [*SPECIAL_TOKENS, "##a", "##b", "a"]
+    assert learn_vocab({"abab": 1}, vocab_size=100) == [*SPECIAL_TOKENS, "##a", "##b", "a"]  # min_frequency
+
+
+def test_the_same_texts_give_the_same_vocabulary_in_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer\n"
+            "from align_lite.data.world import WorldConfig, make_world_table\n"
+            "texts = make_world_table(WorldConfig.noisy(n=3000, seed=0))['text'].to_pylist()\n"
+            "import json, sys; json.dump(sorted(train_tokenizer(texts, TokenizerConfig(vocab_size=600)).tokenizer.get_vocab().items()), sys.stdout)")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)]
+    assert runs[0] == runs[1] and len(runs[0]) > 1000

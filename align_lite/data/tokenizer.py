@@ -11,13 +11,15 @@ Saved as one ``tokenizer.json`` plus ``tokenizer_config.json``, so the folder al
 
 from __future__ import annotations
 
+import heapq
 import json
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TOKENIZER_FILE = "tokenizer.json"
@@ -122,19 +124,97 @@ def trim_padding(encoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "attention_mask": mask[:, :length]}
 
 
+def _symbols(word: str) -> tuple[str, ...]:
+    """"star" → ("s", "##t", "##a", "##r"): the first character, then ``##``-continuations."""
+    return (word[0], *(f"##{c}" for c in word[1:]))
+
+
+def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    """Join every occurrence of ``pair`` (left to right) into one symbol."""
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+            out.append(pair[0] + pair[1].removeprefix("##"))
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return tuple(out)
+
+
+def _pairs(symbols: tuple[str, ...]) -> Counter:
+    return Counter(zip(symbols, symbols[1:]))
+
+
+def learn_vocab(word_counts: Mapping[str, int], vocab_size: int, min_frequency: int = 2) -> list[str]:
+    """A WordPiece vocabulary learnt by merging the most frequent adjacent pair, as the BPE-style
+    WordPiece trainer of ``tokenizers`` does, but with every tie broken by the pair's spelling.
+
+    ``tokenizers``' own trainer breaks ties in hash-map order, which changes from process to
+    process: the same texts gave other intermediate word-pieces, other token ids, and so a
+    different model from the same seed in every run. Returns the special tokens, the alphabet
+    (sorted) and the merged pieces in merge order, at most ``vocab_size`` tokens; a pair is
+    merged only if it occurs at least ``min_frequency`` times.
+    """
+    words = {w: _symbols(w) for w in sorted(word_counts) if w}
+    alphabet = sorted({s for symbols in words.values() for s in symbols})
+    vocab = [*SPECIAL_TOKENS, *(a for a in alphabet if a not in SPECIAL_TOKENS)]
+    counts: Counter = Counter()
+    where: dict[tuple[str, str], set[str]] = {}
+    for w, symbols in words.items():
+        for pair, n in _pairs(symbols).items():
+            counts[pair] += n * word_counts[w]
+            where.setdefault(pair, set()).add(w)
+    heap = [(-n, pair) for pair, n in counts.items()]
+    heapq.heapify(heap)
+    known = set(vocab)
+    while len(vocab) < vocab_size and heap:
+        negative, pair = heapq.heappop(heap)
+        if counts.get(pair, 0) != -negative:  # stale entry; the current count was pushed again
+            continue
+        if -negative < min_frequency:
+            break
+        piece = pair[0] + pair[1].removeprefix("##")
+        if piece not in known:
+            vocab.append(piece)
+            known.add(piece)
+        changed = set()
+        for w in sorted(where.pop(pair, ())):
+            old, new = words[w], _merge(words[w], pair)
+            for p, n in _pairs(old).items():
+                counts[p] -= n * word_counts[w]
+                changed.add(p)
+            for p, n in _pairs(new).items():
+                counts[p] += n * word_counts[w]
+                where.setdefault(p, set()).add(w)
+                changed.add(p)
+            words[w] = new
+        counts.pop(pair, None)
+        for p in changed:
+            if counts.get(p, 0) > 0:
+                heapq.heappush(heap, (-counts[p], p))
+            else:
+                counts.pop(p, None)
+    return vocab
+
+
 def train_tokenizer(texts: Iterable[str], config: TokenizerConfig = TokenizerConfig()) -> AltTextTokenizer:
-    """Learn a WordPiece vocabulary from ``texts``."""
+    """Learn a WordPiece vocabulary from ``texts`` (:func:`learn_vocab`, after BERT's
+    normalisation and pre-tokenisation); the same texts give the same token ids in every process."""
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
     tokenizer.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=config.lowercase
     )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=config.vocab_size, min_frequency=config.min_frequency,
-        special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    word_counts: Counter = Counter()
+    for text in texts:
+        normalized = tokenizer.normalizer.normalize_str(text)
+        word_counts.update(word for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized))
+    vocab = learn_vocab(word_counts, config.vocab_size, config.min_frequency)
+    tokenizer.model = models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]",
+                                       max_input_chars_per_word=100)
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))  # never split, skipped by decode
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
