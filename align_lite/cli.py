@@ -363,7 +363,7 @@ def _add_eval(commands) -> None:
     p.add_argument("--level", default="category", choices=("category", "subcategory"),
                    help="emoji: the classes for zero-shot (default %(default)s)")
     p.add_argument("--max-images", type=int, help="pair data: evaluate on the first N images")
-    p.add_argument("--templates", default="single", help="prompt set: single, imagenet_7, imagenet_80 (default %(default)s)")
+    p.add_argument("--templates", default="single", help="prompt set: single, imagenet_7, imagenet_80, world (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=_run_eval)
 

@@ -251,7 +251,9 @@ def cache_dir() -> Path:
 
 def trained_model(config: TrainConfig = BOOK_MODEL, cache: bool = True) -> tuple[torch.nn.Module, Any, dict]:
     """(model, tokenizer, record) of ``config`` trained on the generated world; the record holds
-    ``steps``, ``losses``, ``temperatures``, ``seconds`` and whether it came from the cache.
+    ``steps``, ``losses``, ``temperatures``, ``seconds``, whether it came from the cache
+    (``cached``) and the cached model's ``folder`` (loadable by ``align-lite eval``; None without
+    ``cache``).
 
     With ``cache`` the model is saved (safetensors) under :func:`cache_dir`, keyed by the config
     and the package's source, so that the chapters that study one model train it once. Training
@@ -261,7 +263,7 @@ def trained_model(config: TrainConfig = BOOK_MODEL, cache: bool = True) -> tuple
     folder = cache_dir() / "models" / key
     if cache and (folder / "record.json").is_file():
         record = json.loads((folder / "record.json").read_text())
-        return from_pretrained(folder).eval(), load_tokenizer(folder), {**record, "cached": True}
+        return from_pretrained(folder).eval(), load_tokenizer(folder), {**record, "cached": True, "folder": str(folder)}
     result = train(config)
     record = {"steps": result.steps, "losses": result.losses, "temperatures": result.temperatures,
               "seconds": result.seconds, "config": config.to_dict()}
@@ -271,7 +273,7 @@ def trained_model(config: TrainConfig = BOOK_MODEL, cache: bool = True) -> tuple
         (staging / "record.json").write_text(json.dumps(record) + "\n")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(staging, folder)
-    return result.model.eval(), result.tokenizer, {**record, "cached": False}
+    return result.model.eval(), result.tokenizer, {**record, "cached": False, "folder": str(folder) if cache else None}
 
 
 def _image_size(config: TrainConfig) -> int:

@@ -70,6 +70,7 @@ def _quiet_libraries() -> None:
     """
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # Milvus Lite's gRPC logs fork notices on `!` shell cells
     warnings.filterwarnings("ignore", message="IProgress not found")
 
 

@@ -19,6 +19,14 @@ def wrap(text: str, width: int = 22, max_lines: int = 3) -> str:
     return "\n".join(lines)
 
 
+def to_image(pixels) -> np.ndarray:
+    """A (3, S, S) tensor in [-1, 1] (the models' input) → an (S, S, 3) array in [0, 1] to show."""
+    array = np.asarray(pixels.detach().cpu().float() if hasattr(pixels, "detach") else pixels, dtype=np.float32)
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise ValueError(f"expected pixels of shape (3, S, S), got {array.shape}")
+    return np.clip((array.transpose(1, 2, 0) + 1) / 2, 0, 1)
+
+
 def image_grid(
     images: Sequence[Image.Image | np.ndarray],
     captions: Sequence[str] | None = None,

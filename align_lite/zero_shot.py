@@ -25,13 +25,15 @@ import torch
 import torch.nn.functional as F
 
 Tokenize = Callable[[list[str]], "dict[str, torch.Tensor]"]
-TEMPLATE_SETS = ("imagenet_80", "imagenet_7", "single")
+TEMPLATE_SETS = ("imagenet_80", "imagenet_7", "single", "world")
 
 
 def load_templates(name: str = "imagenet_80") -> tuple[str, ...]:
     """Prompt templates shipped as data (``align_lite/data/prompt_templates.json``): CLIP's 80
     ImageNet templates (``"imagenet_80"``), the 7 its authors picked from them (``"imagenet_7"``),
-    or ``"single"`` ("a photo of a {}."). Each has one ``{}`` for the class name."""
+    ``"single"`` ("a photo of a {}."), or 12 in the generated world's own words (``"world"``:
+    CLIP's templates are mostly out of a world model's vocabulary). Each has one ``{}`` for the
+    class name."""
     table = json.loads(resources.files("align_lite.data").joinpath("prompt_templates.json").read_text())
     if name not in TEMPLATE_SETS:
         raise KeyError(f"unknown template set {name!r}; choose one of {', '.join(TEMPLATE_SETS)}")

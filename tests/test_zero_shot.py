@@ -89,5 +89,19 @@ def test_shipped_template_sets():
     t80, t7 = load_templates("imagenet_80"), load_templates("imagenet_7")
     assert len(t80) == 80 == len(set(t80)) and len(t7) == 7 and set(t7) <= set(t80)
     assert all(t.count("{}") == 1 for t in t80) and load_templates("single") == ("a photo of a {}.",)
+    world = load_templates("world")
+    assert len(world) == 12 and all(t.count("{}") == 1 for t in world)
+
+
+def test_world_templates_are_in_the_world_vocabulary():
+    from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
+    from align_lite.data.world import WorldConfig, make_world_table
+    from align_lite.zero_shot import load_templates
+
+    tokenizer = train_tokenizer(make_world_table(WorldConfig.clean(n=2000, seed=0))["text"].to_pylist(),
+                                TokenizerConfig(vocab_size=2000, max_length=32))
+    for template in load_templates("world"):
+        pieces = tokenizer.tokens(template.format("red star"))
+        assert "[UNK]" not in pieces and not any(p.startswith("##") for p in pieces), pieces
     with pytest.raises(KeyError, match="imagenet_80"):
         load_templates("cifar")
