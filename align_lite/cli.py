@@ -360,6 +360,8 @@ def _add_eval(commands) -> None:
     p.add_argument("run", type=Path)
     p.add_argument("--data", default="world", help="'world' (default), 'emoji' (the shipped sample) or pair data")
     p.add_argument("--n", type=int, default=512, help="world: rows of the held-out world (default %(default)s)")
+    p.add_argument("--captions", type=int, default=5,
+                   help="world: captions per image, its own plus paraphrases (default %(default)s, as in the benchmarks)")
     p.add_argument("--level", default="category", choices=("category", "subcategory"),
                    help="emoji: the classes for zero-shot (default %(default)s)")
     p.add_argument("--max-images", type=int, help="pair data: evaluate on the first N images")
@@ -397,9 +399,9 @@ def _run_eval(args: argparse.Namespace) -> None:
     model, tokenizer = _load_model(folder)
     size = model.config.image.image_size
     if args.data == "world":
-        if args.n < 1:
-            raise CommandError("--n must be positive")
-        data = world_eval_set(args.n, image_size=size)
+        if args.n < 1 or args.captions < 1:
+            raise CommandError("--n and --captions must be positive")
+        data = world_eval_set(args.n, image_size=size, captions_per_image=args.captions)
     elif args.data == "emoji":
         data = emoji_eval_set(size, args.level, args.max_images)
     else:
@@ -410,6 +412,11 @@ def _run_eval(args: argparse.Namespace) -> None:
         except DataFormatError as err:
             raise CommandError(str(err)) from err
     scores = evaluate(model, tokenizer, data, load_templates(args.templates))
+    if data.scenes is not None:
+        from align_lite.world_probes import count_probe, relation_probe
+
+        scores.update(counting=count_probe(model, tokenizer, data).accuracy,
+                      relations=relation_probe(model, tokenizer, data).accuracy)
     if args.json:
         print(json.dumps({"model": str(folder), "data": args.data, "skipped": data.skipped or {}, **scores}, indent=1))
         return
@@ -420,6 +427,8 @@ def _run_eval(args: argparse.Namespace) -> None:
               f"top-1 {scores['zero_shot_top1']:.1%}, top-5 {scores['zero_shot_top5']:.1%}")
     for direction, name in (("i2t", "image→text"), ("t2i", "text→image")):
         print(f"{name}: " + ", ".join(f"R@{k} {scores[f'{direction}_r{k}']:.1%}" for k in (1, 5, 10)))
+    if "counting" in scores:
+        print(f"counting {scores['counting']:.1%}, spatial relations {scores['relations']:.1%} (chance 25 % each)")
 
 
 # --------------------------------------------------------------------------------------------

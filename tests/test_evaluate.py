@@ -74,6 +74,12 @@ def test_cli_eval_prints_json_and_rejects_bad_input(tmp_path, capsys):
     assert main(["eval", str(run), "--n", "24", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["images"] == 24 and {"i2t_r1", "t2i_r10", "zero_shot_top1"} <= set(out)
+    assert out["captions"] == 24 * 5 and 0 <= out["counting"] <= 1 and 0 <= out["relations"] <= 1
+    assert main(["eval", str(run), "--n", "24", "--captions", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "24 images, 48 captions" in printed and "counting" in printed
+    assert main(["eval", str(run), "--captions", "0"]) == 1
+    assert "--captions" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nothing")]) == 1
     assert "no model here" in capsys.readouterr().err
     assert main(["eval", str(run), "--templates", "fancy"]) == 1
