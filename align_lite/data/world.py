@@ -282,7 +282,6 @@ def make_world_table(config: WorldConfig) -> pa.Table:
     count, size, position, relation, other_color, other_shape, noise`` (see the module
     docstring). Deterministic: the same config gives an identical table.
     """
-    n = config.n
     rngs = [np.random.default_rng([config.seed, stream]) for stream in range(8)]
     kind = _assign_kinds(config, rngs[0])
     hub_of_row = _assign_hubs(kind, config.noise.hub_alt_texts, rngs[1])
