@@ -3,6 +3,7 @@
     align-lite data make   --n N --seed S --out DIR [--clean]
     align-lite data filter IN --out OUT [--report FILE] [--eval-set DIR] [threshold options]
     align-lite data stats  IN
+    align-lite data shards IN --out 'DIR/shard-%06d.tar' [--max-count N]
     align-lite train --preset P [--data DIR|world] --out RUN [--max-steps N | --max-seconds S] [--resume]
     align-lite experiment temperature|noise-scale [--steps N] [--batch-size B] [--out FILE.json]
     align-lite eval RUN [--data world|DIR] [--templates SET] [--json]
@@ -16,6 +17,7 @@ Exit status 0 on success; 1 with a one-line ``align-lite: error: ...`` on unusab
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -54,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_make(data_commands)
     _add_filter(data_commands)
     _add_stats(data_commands)
+    _add_shards(data_commands)
     _add_train(commands)
+    _add_recipes(commands)
     _add_experiment(commands)
     _add_eval(commands)
     _add_index(commands)
@@ -174,6 +178,32 @@ def _run_stats(args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# data shards
+# --------------------------------------------------------------------------------------------
+
+
+def _add_shards(commands) -> None:
+    p = commands.add_parser("shards", help="write a pair folder (or .jsonl/.parquet) as webdataset tar shards")
+    p.add_argument("input", type=Path, metavar="IN")
+    p.add_argument("--out", required=True, help="shard path pattern with one %%d field, e.g. 'DIR/shard-%%06d.tar'")
+    p.add_argument("--max-count", type=int, default=10_000, help="pairs per shard (default %(default)s)")
+    p.set_defaults(handler=_run_shards)
+
+
+def _run_shards(args: argparse.Namespace) -> None:
+    from align_lite.data.records import DataFormatError, SkipLog
+    from align_lite.data.streaming import write_shards
+
+    log = SkipLog()
+    try:
+        shards = write_shards(args.input, args.out, max_count=args.max_count, log=log)
+    except DataFormatError as err:
+        raise CommandError(str(err)) from err
+    print(f"wrote {len(shards):,} shards: {shards[0] if shards else '-'} .. {shards[-1] if shards else '-'}")
+    print(f"bad input: {log.summary()}" if log.total else "bad input: none")
+
+
+# --------------------------------------------------------------------------------------------
 # train
 # --------------------------------------------------------------------------------------------
 
@@ -189,9 +219,13 @@ def _add_train(commands) -> None:
                     "Writes RUN/checkpoint-NNNNNNN/ (model, tokenizer, trainer state), RUN/final/ "
                     "(from_pretrained), RUN/metrics.jsonl. Unset options take the recipe's values.",
     )
-    p.add_argument("--preset", default="tiny",
-                   help="model preset: tiny, tiny-wide, b3-mini, b5-base, b7-base, l2-large (default %(default)s)")
+    p.add_argument("--preset",
+                   help="model preset: tiny, tiny-wide, b3-mini, b5-base, b7-base, l2-large (default: the recipe's)")
     p.add_argument("--recipe", default="cpu-tiny", choices=_RECIPES, help="training defaults (default %(default)s)")
+    p.add_argument("--config", help="a recipe for a real run instead: a shipped name (see `align-lite recipes`) or "
+                                    "a .toml file; --batch-size sets the per-device batch, accumulation follows")
+    p.add_argument("--devices", type=int,
+                   help="--config: processes the global batch is split over (default: $WORLD_SIZE, else 1)")
     p.add_argument("--data", default="world", help="'world' (default) or a pair folder / .jsonl / .parquet")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     limit = p.add_mutually_exclusive_group()
@@ -226,16 +260,48 @@ def _add_train(commands) -> None:
     p.set_defaults(handler=_run_train)
 
 
+def _load_recipe(name_or_path: str):
+    from align_lite.recipes import load_recipe
+
+    try:
+        return load_recipe(name_or_path)
+    except (ValueError, FileNotFoundError) as err:
+        raise CommandError(str(err)) from err
+
+
+def _add_recipes(commands) -> None:
+    p = commands.add_parser(
+        "recipes", help="list the shipped recipes for real runs and their batch arithmetic",
+        description="Each recipe is a TOML file of TrainConfig fields plus the global batch; "
+                    "`align-lite train --config NAME` (or torchrun -m align_lite.train --config NAME) runs it.",
+    )
+    p.add_argument("--devices", type=int, default=8, help="devices to split the global batch over (default %(default)s)")
+    p.set_defaults(handler=_run_recipes)
+
+
+def _run_recipes(args: argparse.Namespace) -> None:
+    from align_lite.recipes import list_recipes
+
+    for name in list_recipes():
+        recipe = _load_recipe(name)
+        t = recipe.train
+        try:
+            batch = recipe.arithmetic(args.devices)
+        except ValueError as err:
+            batch = f"(does not divide: {err})"
+        print(f"{name}: {recipe.description}\n  {t.get('optimizer')}, lr {t.get('lr')}, warm-up {t.get('warmup_steps'):,}, "
+              f"{t.get('max_steps'):,} steps; {batch}\n  data: {recipe.data}\n  from: {recipe.source}")
+
+
 def _run_train(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from align_lite.models import PRESETS
     from align_lite.train import TrainConfig, train
 
-    if args.preset not in PRESETS:
+    if args.preset is not None and args.preset not in PRESETS:
         raise CommandError(f"unknown model preset {args.preset!r}; valid presets: {', '.join(PRESETS)}")
-    recipe = {"cpu-tiny": TrainConfig.cpu_tiny, "gpu-small": TrainConfig.gpu_small, "paper": TrainConfig.paper}[args.recipe]()
-    overrides = {"model": args.preset}
+    overrides = {} if args.preset is None else {"model": args.preset}
     for name in ("batch_size", "accum_steps", "lr", "warmup_steps", "weight_decay", "optimizer", "schedule",
                  "precision", "seed", "temperature", "world_n", "text_length", "log_every", "ckpt_every",
                  "eval_every", "eval_size", "num_workers", "device", "max_steps", "max_seconds"):
@@ -254,6 +320,21 @@ def _run_train(args: argparse.Namespace) -> None:
         overrides["gradient_checkpointing"] = True
     if args.no_tensorboard:
         overrides["tensorboard"] = False
+    if args.config is not None:
+        if args.accum_steps is not None:
+            raise CommandError("--accum-steps follows from the recipe's global batch with --config; set --batch-size "
+                               "or --devices instead")
+        recipe_file = _load_recipe(args.config)
+        devices = args.devices or int(os.environ.get("WORLD_SIZE", "1"))
+        batch = overrides.pop("batch_size", None)
+        try:
+            recipe = recipe_file.config(devices, **({"batch_size": batch} if batch else {}))
+            print(f"recipe {recipe_file.name}: {recipe_file.arithmetic(devices, batch)}", flush=True)
+        except ValueError as err:
+            raise CommandError(str(err)) from err
+    else:
+        recipe = {"cpu-tiny": TrainConfig.cpu_tiny, "gpu-small": TrainConfig.gpu_small,
+                  "paper": TrainConfig.paper}[args.recipe]()
     if "max_steps" in overrides and overrides["max_steps"] < recipe.warmup_steps and "warmup_steps" not in overrides:
         overrides["warmup_steps"] = overrides["max_steps"]  # a short run still gets a full schedule
     config = replace(recipe, **overrides)
