@@ -731,8 +731,9 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _embed(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, D) image and text embeddings (float32, unit norm) and the temperature σ."""
+    def embed(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, D) image and text embeddings (float32, unit norm) and the temperature σ of one batch,
+        exactly as a training step computes them (device, channels-last, autocast)."""
         pixels = batch["image"].to(self.device, non_blocking=True)
         if self.use_channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
@@ -742,7 +743,8 @@ class Trainer:
             out = self.forward_model(pixels, ids, mask)
         return out.image_embeds.float(), out.text_embeds.float(), out.temperature.float()
 
-    def _backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, through the fp16 loss scaler when there is one."""
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def train_step(self, micro_batches: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -754,27 +756,27 @@ class Trainer:
         k = len(micro_batches)
         sync_last = self.ddp.no_sync if self.ddp is not None else contextlib.nullcontext
         if k == 1:
-            image, text, temperature = self._embed(micro_batches[0])
+            image, text, temperature = self.embed(micro_batches[0])
             loss = self.loss_fn(image, text, temperature)
-            self._backward(loss)
+            self.backward(loss)
         else:
             cached, states = [], []
             with torch.no_grad(), frozen_batchnorm_stats(self.model):
                 for batch in micro_batches:
                     states.append(_fork_rng(self.device))
-                    image, text, _ = self._embed(batch)
+                    image, text, _ = self.embed(batch)
                     cached.append((image, text))
             for j, batch in enumerate(micro_batches):
                 _join_rng(states[j], self.device)  # same dropout as the cached pass
                 last = j == k - 1
                 with contextlib.nullcontext() if last else sync_last():  # DDP all-reduces once
-                    image, text, temperature = self._embed(batch)
+                    image, text, temperature = self.embed(batch)
                     if not last:
                         temperature = temperature.detach()  # σ gets its gradient once
                     images = torch.cat([c[0] for c in cached[:j]] + [image] + [c[0] for c in cached[j + 1:]])
                     texts = torch.cat([c[1] for c in cached[:j]] + [text] + [c[1] for c in cached[j + 1:]])
                     loss = self.loss_fn(images, texts, temperature)
-                    self._backward(loss)
+                    self.backward(loss)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
