@@ -226,7 +226,9 @@ def _add_train(commands) -> None:
                                     "a .toml file; --batch-size sets the per-device batch, accumulation follows")
     p.add_argument("--devices", type=int,
                    help="--config: processes the global batch is split over (default: $WORLD_SIZE, else 1)")
-    p.add_argument("--data", default="world", help="'world' (default) or a pair folder / .jsonl / .parquet")
+    p.add_argument("--data", default="world",
+                   help="'world' (default), a pair folder / .jsonl / .parquet, or webdataset shards "
+                        "('dir/shard-{000000..000099}.tar', streamed; with --eval-size the last shard is held out)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     limit = p.add_mutually_exclusive_group()
     limit.add_argument("--max-steps", type=int, help="optimizer steps (also the schedule's length)")
@@ -338,9 +340,16 @@ def _run_train(args: argparse.Namespace) -> None:
     if "max_steps" in overrides and overrides["max_steps"] < recipe.warmup_steps and "warmup_steps" not in overrides:
         overrides["warmup_steps"] = overrides["max_steps"]  # a short run still gets a full schedule
     config = replace(recipe, **overrides)
-    data = None if args.data == "world" else Path(args.data)
-    if data is not None and not data.exists():
-        raise CommandError(f"--data {data}: no such file or folder")
+    from align_lite.train import is_shard_source
+
+    if args.data == "world":
+        data = None
+    elif is_shard_source(args.data):
+        data = args.data  # tar shards: a brace pattern or glob, expanded by the stream
+    else:
+        data = Path(args.data)
+        if not data.exists():
+            raise CommandError(f"--data {data}: no such file or folder")
     from align_lite.data.records import DataFormatError
 
     try:

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
 import math
 import os
@@ -97,6 +98,7 @@ from align_lite.progress import progress
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 WORLD_CACHE_BYTES = 2**30  # a generated world up to this size is drawn once and kept as uint8
+TOKENIZER_TEXTS = 1_000_000  # alt-texts a tokenizer is learnt from when training on streamed shards
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
@@ -394,10 +396,38 @@ def world_transform_config(image_size: int) -> ImageTransformConfig:
     return ImageTransformConfig(resize=image_size, crop=image_size, random_flip=False)
 
 
+def is_shard_source(data: Any) -> bool:
+    """Whether ``data`` names webdataset tar shards: ``"dir/shard-{000000..000099}.tar"``, a glob,
+    one ``.tar`` file, or a list of them."""
+    if isinstance(data, (list, tuple)):
+        return bool(data) and all(str(d).endswith(".tar") for d in data)
+    return isinstance(data, (str, Path)) and str(data).endswith(".tar")
+
+
+def _shard_datasets(config: TrainConfig, data: Any, train_tf, eval_tf) -> tuple[Any, list, list[str]]:
+    """A resampled :class:`~align_lite.data.streaming.ShardStream` for training; with
+    ``eval_size`` the last shard is held out and its first ``eval_size`` pairs are the eval set;
+    the tokenizer's texts are the first :data:`TOKENIZER_TEXTS` alt-texts of the training shards."""
+    from align_lite.data.streaming import ShardStream, shard_list, stream_texts
+
+    shards = shard_list(data)
+    held_out = shards[-1:] if config.eval_size else []
+    train_shards = shards[:len(shards) - len(held_out)]
+    if not train_shards:
+        raise ValueError(f"{len(shards)} shard(s): with eval_size > 0 the last shard is held out for evaluation, "
+                         "which leaves none to train on (add shards or set eval_size 0)")
+    train_ds = ShardStream(train_shards, transform=train_tf, resample=True, seed=config.seed)
+    eval_ds = []
+    if held_out:  # every process reads the held-out shard whole (rank 0 of 1)
+        eval_ds = list(itertools.islice(ShardStream(held_out, transform=eval_tf, rank=0, world_size=1), config.eval_size))
+    return train_ds, eval_ds, stream_texts(train_shards, limit=TOKENIZER_TEXTS)
+
+
 def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, list[str]]:
     """(train dataset, eval dataset, texts) for ``data``: ``None``/``"world"`` (the generated
     world of ``config.world_*``), a :class:`WorldConfig`, a pair folder / ``.jsonl`` / ``.parquet``
-    path, or a dataset whose items are ``{"image": (3, S, S) tensor, "text": str}`` (or ``None``)
+    path, webdataset tar shards (:func:`is_shard_source`; streamed, see :func:`_shard_datasets`),
+    or a dataset whose items are ``{"image": (3, S, S) tensor, "text": str}`` (or ``None``)
     and which has a ``texts`` list (used as is for training and evaluation)."""
     tcfg = transform_config(image_size_of(config.model))
     train_tf = image_transform(tcfg, train=config.augment)
@@ -415,6 +445,8 @@ def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, list
         eval_ds = copy.copy(train_ds)  # shares the cache
         eval_ds.transform = eval_tf
         return train_ds, eval_ds, train_ds.table["text"].to_pylist()
+    if is_shard_source(data):
+        return _shard_datasets(config, data, train_tf, eval_tf)
     if isinstance(data, (str, Path)):
         path = Path(data)
         if not path.exists():
@@ -614,13 +646,19 @@ class Trainer:
 
         # Data and the held-out split (a fixed function of the seed).
         self.train_ds, eval_ds, texts = build_dataset(config, data)
-        n = len(self.train_ds)
-        order = np.random.default_rng([config.seed, 2**31 - 1]).permutation(n)
-        if config.eval_size >= n:
-            raise ValueError(f"eval_size {config.eval_size} leaves no training data out of {n} pairs "
-                             "(lower eval_size, --eval-size)")
-        self.eval_indices = np.sort(order[:config.eval_size]).tolist()
-        self.train_indices = np.sort(order[config.eval_size:]).tolist()
+        self.streaming = isinstance(self.train_ds, torch.utils.data.IterableDataset)
+        if self.streaming:  # shards: the eval set is the held-out shard's first pairs
+            self.eval_indices, self.train_indices = list(range(len(eval_ds))), []
+            tokenizer_texts = texts
+        else:
+            n = len(self.train_ds)
+            order = np.random.default_rng([config.seed, 2**31 - 1]).permutation(n)
+            if config.eval_size >= n:
+                raise ValueError(f"eval_size {config.eval_size} leaves no training data out of {n} pairs "
+                                 "(lower eval_size, --eval-size)")
+            self.eval_indices = np.sort(order[:config.eval_size]).tolist()
+            self.train_indices = np.sort(order[config.eval_size:]).tolist()
+            tokenizer_texts = [texts[i] for i in self.train_indices]
 
         # Tokenizer: the checkpoint's when resuming, else the one given, else learnt from the
         # training texts by process 0 and sent to the others (WordPiece training is not
@@ -633,7 +671,7 @@ class Trainer:
             self.tokenizer = tokenizer
         else:
             tok_config = TokenizerConfig(vocab_size=config.vocab_size, max_length=config.text_length)
-            self.tokenizer = train_tokenizer((texts[i] for i in self.train_indices), tok_config) if self.dist.main else None
+            self.tokenizer = train_tokenizer(tokenizer_texts, tok_config) if self.dist.main else None
             if self.dist.enabled:
                 payload = [self.tokenizer.tokenizer.to_str() if self.dist.main else None]
                 dist.broadcast_object_list(payload, src=0)
@@ -710,6 +748,8 @@ class Trainer:
 
     def loader(self, start_step: int) -> Iterator[dict[str, Any]]:
         c = self.config
+        if self.streaming:
+            return self._stream_loader(start_step)
         sampler = StepBatchSampler(self.train_indices, c.batch_size, c.accum_steps, self.dist.rank,
                                    self.dist.world_size, c.seed, start_step)
         self.sampler = sampler
@@ -717,6 +757,17 @@ class Trainer:
             SkipBadSamples(self.train_ds), batch_sampler=sampler, collate_fn=self.collate,
             num_workers=c.num_workers, generator=self.data_generator,
             pin_memory=self.device.type == "cuda", persistent_workers=c.num_workers > 0,
+        ))
+
+    def _stream_loader(self, start_step: int) -> Iterator[dict[str, Any]]:
+        """Micro-batches from the resampled shard stream. Its shard draws are seeded by (seed,
+        rank, worker, start step), so a resumed run reads a fresh, reproducible sequence of
+        shards: statistically the same data, not a replay of the interrupted order."""
+        c = self.config
+        self.train_ds.set_epoch(start_step)
+        return iter(torch.utils.data.DataLoader(
+            self.train_ds, batch_size=c.batch_size, collate_fn=self.collate, num_workers=c.num_workers,
+            drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=c.num_workers > 0,
         ))
 
     @property
@@ -888,7 +939,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "skipped_samples": self.skipped_samples,
             "global_batch": self.global_batch,
-            "epoch": self.step / self.sampler.steps_per_epoch,
+            "epoch": self.step / self.sampler.steps_per_epoch if not self.streaming else None,
             "elapsed_s": elapsed,
         }
 
@@ -1031,8 +1082,9 @@ class Trainer:
             "scheduler": scheduler,
             "scaler": _jsonable(self.scaler.state_dict()) if self.scaler is not None else None,
             "rng": rng_meta,
-            "data": StepBatchSampler(self.train_indices, self.config.batch_size, self.config.accum_steps,
-                                     0, self.dist.world_size, self.config.seed).position(self.step),
+            "data": ({"samples_seen": self.step * self.global_batch, "stream_epoch": self.step} if self.streaming else
+                     StepBatchSampler(self.train_indices, self.config.batch_size, self.config.accum_steps,
+                                      0, self.dist.world_size, self.config.seed).position(self.step)),
             "skipped_steps": self.skipped_steps,
             "skipped_samples": self.skipped_samples,
             "last_eval": self.last_eval,

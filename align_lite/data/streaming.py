@@ -195,6 +195,21 @@ def decode_sample(raw: Sample, log: SkipLog) -> Sample | None:
             "image_key": hashlib.sha256(image_bytes).hexdigest()}
 
 
+def stream_texts(shards: str | Sequence[str], limit: int | None = None, log: SkipLog | None = None) -> list[str]:
+    """The alt-texts of the first ``limit`` samples of ``shards`` (all when ``None``), in shard
+    order, read without decoding a single image: what a tokenizer is learnt from."""
+    log = log if log is not None else SkipLog()
+    texts: list[str] = []
+    for url in shard_list(shards):
+        for raw in shard_samples(url, log):
+            text = _webdataset_text(raw)
+            if text is not None:
+                texts.append(text)
+                if limit is not None and len(texts) >= limit:
+                    return texts
+    return texts
+
+
 # --------------------------------------------------------------------------------------------
 # The stream
 # --------------------------------------------------------------------------------------------
@@ -494,5 +509,5 @@ def write_shards(source: str | Path, pattern: str, max_count: int = 10_000, log:
 __all__ = [
     "ShardCounts", "ShardStream", "StreamFilter", "count_pass", "count_shard", "decode_sample",
     "hf_stream", "merge_counts", "normalized_text", "rank_and_world", "shard_list", "shard_samples",
-    "split_shards", "worker_slot", "write_shards",
+    "split_shards", "stream_texts", "worker_slot", "write_shards",
 ]
