@@ -37,8 +37,8 @@ def test_accumulation_must_divide_and_overrides_win():
     recipe = load_recipe("b3-mini-cc3m")
     with pytest.raises(ValueError, match="not a multiple"):
         recipe.config(devices=3)
-    config = recipe.config(devices=4, batch_size=256, lr=1e-3)
-    assert (config.batch_size, config.accum_steps, config.lr) == (256, 16, 1e-3)
+    config = recipe.config(devices=4, batch_size=128, lr=1e-3)
+    assert (config.batch_size, config.accum_steps, config.lr) == (128, 32, 1e-3)
     with pytest.raises(ValueError, match="devices"):
         recipe.accumulation(0)
 

@@ -87,7 +87,7 @@ class Recipe:
         return TrainConfig.from_dict({**self.train, **overrides, "batch_size": batch, "accum_steps": accum})
 
     def arithmetic(self, devices: int, per_device_batch: int | None = None) -> str:
-        """"512 per device × 8 devices × 4 accumulation = 16,384 pairs per step"."""
+        """"256 per device × 8 devices × 8 accumulation = 16,384 pairs per step"."""
         batch = per_device_batch or self.per_device_batch
         accum = self.accumulation(devices, batch)
         return (f"{batch} per device × {devices} device{'s' if devices > 1 else ''} × {accum} accumulation "
