@@ -266,6 +266,19 @@ def test_hf_pairs_from_in_memory_style_cells(monkeypatch):
     assert dict(log.counts) == {"empty_file": 1, "corrupt_image": 1, "empty_text": 1}
 
 
+def test_hf_pairs_with_a_list_of_captions_per_image(monkeypatch):
+    """Flickr30K/MSCOCO style: five captions per image become five pairs; empty ones are counted."""
+    import datasets
+
+    good = png_bytes(patterned((10, 200, 10)))
+    ds = datasets.Dataset.from_dict({"image": [good, good], "caption": [["a dog", "a brown dog", ""], [" ", None]]})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: ds)
+    log = SkipLog()
+    samples = list(hf_pairs("nlphuji/flickr30k", text_column="caption", log=log))
+    assert [(s["text"], s["index"]) for s in samples] == [("a dog", 0), ("a brown dog", 0)]
+    assert dict(log.counts) == {"empty_text": 3}
+
+
 # ------------------------------------------------------------------------------- webdataset
 
 

@@ -118,7 +118,8 @@ def hf_pairs(
 
     ``name_or_path`` is a hub name (online, e.g. on Colab), a local folder written by align_lite
     (loaded as ``imagefolder``), or any builder name ``datasets.load_dataset`` accepts. The image
-    column is read undecoded so that a broken image is counted in ``log`` instead of raising.
+    column is read undecoded so that a broken image is counted in ``log`` instead of raising. A
+    text cell that is a list of captions (Flickr30K, MSCOCO) gives one pair per caption.
     """
     import datasets
 
@@ -135,16 +136,20 @@ def hf_pairs(
     if features and isinstance(features.get(image_column), datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     for i, row in enumerate(dataset):
-        text = _text_of(row.get(text_column))
-        if text is None:
+        cell = row.get(text_column)
+        texts = [_text_of(t) for t in cell] if isinstance(cell, (list, tuple)) else [_text_of(cell)]
+        for _ in range(sum(t is None for t in texts)):
             log.skip("empty_text", f"row {i}: empty, missing or non-UTF-8 text")
+        texts = [t for t in texts if t is not None]
+        if not texts:
             continue
         try:
             image = _image_of(row.get(image_column))
         except BadImageError as err:
             log.skip(err.reason, f"row {i}: {err}")
             continue
-        yield {"image": image, "text": text, "index": i}
+        for text in texts:  # a list of captions (Flickr30K, MSCOCO): one pair per caption
+            yield {"image": image, "text": text, "index": i}
 
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
