@@ -227,8 +227,13 @@ def _add_train(commands) -> None:
     p.add_argument("--devices", type=int,
                    help="--config: processes the global batch is split over (default: $WORLD_SIZE, else 1)")
     p.add_argument("--data", default="world",
-                   help="'world' (default), a pair folder / .jsonl / .parquet, or webdataset shards "
-                        "('dir/shard-{000000..000099}.tar', streamed; with --eval-size the last shard is held out)")
+                   help="'world' (default), a pair folder / .jsonl / .parquet, webdataset shards "
+                        "('dir/shard-{000000..000099}.tar', streamed; with --eval-size the last shard is held out), "
+                        "or hf:NAME, a Hugging Face data set streamed (hub name, local .parquet/.jsonl or folder)")
+    p.add_argument("--hf-split", default="train", help="hf:NAME data: the split (default %(default)s)")
+    p.add_argument("--image-column", default="image", help="hf:NAME data: the image column (default %(default)s)")
+    p.add_argument("--text-column", default="text",
+                   help="hf:NAME data: the caption column, a string or a list of captions (default %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     limit = p.add_mutually_exclusive_group()
     limit.add_argument("--max-steps", type=int, help="optimizer steps (also the schedule's length)")
@@ -344,6 +349,16 @@ def _run_train(args: argparse.Namespace) -> None:
 
     if args.data == "world":
         data = None
+    elif args.data.startswith("hf:"):
+        from align_lite.data.streaming import HFStream
+
+        if args.eval_size is None:
+            config = replace(config, eval_size=0)  # a stream has no held-out pairs
+        try:
+            data = HFStream(args.data[3:], split=args.hf_split, image_column=args.image_column,
+                            text_column=args.text_column, seed=config.seed)
+        except KeyError as err:
+            raise CommandError(str(err.args[0])) from err
     elif is_shard_source(args.data):
         data = args.data  # tar shards: a brace pattern or glob, expanded by the stream
     else:

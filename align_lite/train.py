@@ -427,7 +427,8 @@ def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, list
     """(train dataset, eval dataset, texts) for ``data``: ``None``/``"world"`` (the generated
     world of ``config.world_*``), a :class:`WorldConfig`, a pair folder / ``.jsonl`` / ``.parquet``
     path, webdataset tar shards (:func:`is_shard_source`; streamed, see :func:`_shard_datasets`),
-    or a dataset whose items are ``{"image": (3, S, S) tensor, "text": str}`` (or ``None``)
+    an ``IterableDataset`` such as :class:`~align_lite.data.streaming.HFStream` (streamed; no
+    held-out pairs), or a dataset whose items are ``{"image": (3, S, S) tensor, "text": str}`` (or ``None``)
     and which has a ``texts`` list (used as is for training and evaluation)."""
     tcfg = transform_config(image_size_of(config.model))
     train_tf = image_transform(tcfg, train=config.augment)
@@ -447,6 +448,13 @@ def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, list
         return train_ds, eval_ds, train_ds.table["text"].to_pylist()
     if is_shard_source(data):
         return _shard_datasets(config, data, train_tf, eval_tf)
+    if isinstance(data, torch.utils.data.IterableDataset):  # e.g. data.streaming.HFStream
+        if getattr(data, "transform", False) is None:
+            data.transform = train_tf
+        texts = data.texts(TOKENIZER_TEXTS) if callable(getattr(data, "texts", None)) else list(getattr(data, "texts", []))
+        if not texts:
+            raise TypeError("a stream passed to train() needs texts(limit) or a texts list (to learn the tokenizer)")
+        return data, [], texts
     if isinstance(data, (str, Path)):
         path = Path(data)
         if not path.exists():
@@ -648,6 +656,9 @@ class Trainer:
         self.train_ds, eval_ds, texts = build_dataset(config, data)
         self.streaming = isinstance(self.train_ds, torch.utils.data.IterableDataset)
         if self.streaming:  # shards: the eval set is the held-out shard's first pairs
+            if config.eval_size and not eval_ds:
+                raise ValueError("a stream passed as data has no held-out pairs: set eval_size 0 (evaluate with "
+                                 "eval_fns), or train on tar shards, whose last shard is held out")
             self.eval_indices, self.train_indices = list(range(len(eval_ds))), []
             tokenizer_texts = texts
         else:

@@ -87,3 +87,63 @@ def test_two_processes_stream_different_shards_through_torchrun(shards, tmp_path
     assert state["world_size"] == 2 and state["data"]["samples_seen"] == 2 * 4 * 2
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 2 and any(r.get("global_batch") == 8 for r in records)
+
+
+# ----------------------------------------------------------------------- Hugging Face streaming
+
+
+@pytest.fixture(scope="module")
+def parquet_pairs(tmp_path_factory):
+    """A local parquet of 24 rows (image bytes + a list of 2 captions each): what a hub data set
+    such as Flickr30K looks like to `datasets`, offline."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from align_lite.data.world import make_world_table, render_image
+
+    table = make_world_table(WorldConfig.clean(n=24, seed=11))
+    images, captions = [], []
+    for k, row in enumerate(table.to_pylist()):
+        buffer = io.BytesIO()
+        render_image(row, 64).save(buffer, format="PNG")
+        images.append({"bytes": buffer.getvalue(), "path": None})
+        captions.append([f"{row['text']} number {k}", f"a {row['color']} {row['shape']} picture number {k}"])
+    path = tmp_path_factory.mktemp("hf") / "pairs.parquet"
+    pq.write_table(pa.table({"image": images, "caption": captions}), path)
+    assert Image.open(io.BytesIO(images[0]["bytes"])).size == (64, 64)
+    return path
+
+
+def test_hf_stream_splits_epochs_per_rank_and_worker(parquet_pairs):
+    from align_lite.data.streaming import HFStream
+
+    parts = [[s["text"] for s in HFStream(parquet_pairs, text_column="caption", epochs=1, rank=r, world_size=2)]
+             for r in range(2)]
+    assert len(parts[0]) + len(parts[1]) == 48 and not set(parts[0]) & set(parts[1])
+    loader = torch.utils.data.DataLoader(HFStream(parquet_pairs, text_column="caption", epochs=1), batch_size=None,
+                                         num_workers=2)
+    texts = [s["text"] for s in loader]
+    assert sorted(texts) == sorted(parts[0] + parts[1])  # two workers (datasets splits by file): each row once
+    two = HFStream(parquet_pairs, text_column="caption", epochs=2, shuffle_buffer=8)
+    pairs = [s["text"] for s in two]
+    assert len(pairs) == 96 and pairs[:48] != pairs[48:]  # each epoch shuffled anew
+    first = HFStream(parquet_pairs, text_column="caption").texts(5)
+    assert len(first) == 5 and first[1].startswith("a ") and first[:2] == HFStream(parquet_pairs, text_column="caption").texts(2)
+    with pytest.raises(KeyError, match="no column"):
+        HFStream(parquet_pairs, text_column="text")
+
+
+def test_training_on_a_hf_stream_and_from_the_cli(parquet_pairs, tmp_path):
+    from align_lite.data.streaming import HFStream
+
+    with pytest.raises(ValueError, match="no held-out"):
+        Trainer(TrainConfig(**TOY), data=HFStream(parquet_pairs, text_column="caption"))
+    result = train(TrainConfig(**{**TOY, "eval_size": 0}), data=HFStream(parquet_pairs, text_column="caption"))
+    assert result.step == 3 and all(torch.isfinite(torch.tensor(result.losses)))
+    args = ["train", "--data", f"hf:{parquet_pairs}", "--text-column", "caption", "--out", str(tmp_path / "cli"),
+            "--max-steps", "2", "--batch-size", "4", "--text-length", "16", "--no-tensorboard"]
+    assert main(args) == 0 and (tmp_path / "cli" / "final" / "model.safetensors").is_file()
+    assert main(["train", "--data", f"hf:{parquet_pairs}", "--text-column", "nope", "--out", str(tmp_path / "x")]) == 1

@@ -136,20 +136,26 @@ def hf_pairs(
     if features and isinstance(features.get(image_column), datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     for i, row in enumerate(dataset):
-        cell = row.get(text_column)
-        texts = [_text_of(t) for t in cell] if isinstance(cell, (list, tuple)) else [_text_of(cell)]
-        for _ in range(sum(t is None for t in texts)):
-            log.skip("empty_text", f"row {i}: empty, missing or non-UTF-8 text")
-        texts = [t for t in texts if t is not None]
-        if not texts:
-            continue
-        try:
-            image = _image_of(row.get(image_column))
-        except BadImageError as err:
-            log.skip(err.reason, f"row {i}: {err}")
-            continue
-        for text in texts:  # a list of captions (Flickr30K, MSCOCO): one pair per caption
-            yield {"image": image, "text": text, "index": i}
+        yield from row_pairs(row, i, image_column, text_column, log)
+
+
+def row_pairs(row: dict[str, Any], i: int, image_column: str, text_column: str, log: SkipLog) -> list[Sample]:
+    """One ``datasets`` row → its ``{"image", "text", "index"}`` pairs: one per caption when the
+    text cell is a list (Flickr30K, MSCOCO). Empty captions and unreadable images are counted in
+    ``log``."""
+    cell = row.get(text_column)
+    texts = [_text_of(t) for t in cell] if isinstance(cell, (list, tuple)) else [_text_of(cell)]
+    for _ in range(sum(t is None for t in texts)):
+        log.skip("empty_text", f"row {i}: empty, missing or non-UTF-8 text")
+    texts = [t for t in texts if t is not None]
+    if not texts:
+        return []
+    try:
+        image = _image_of(row.get(image_column))
+    except BadImageError as err:
+        log.skip(err.reason, f"row {i}: {err}")
+        return []
+    return [{"image": image, "text": text, "index": i} for text in texts]
 
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")

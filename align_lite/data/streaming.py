@@ -68,13 +68,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from align_lite.data.filters import RULES, WORD_PATTERN, FilterConfig
 from align_lite.data.images import BadImageError, open_rgb
 from align_lite.data.records import SkipLog
-from align_lite.data.sources import (
-    IMAGE_EXTENSIONS,
-    _image_of,
-    _text_of,
-    _webdataset_text,
-    write_webdataset,
-)
+from align_lite.data.sources import IMAGE_EXTENSIONS, _text_of, _webdataset_text, row_pairs, write_webdataset
 
 Sample = dict[str, Any]
 
@@ -443,6 +437,33 @@ def _top_k_threshold(tokens: Counter, top_k: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _load_streaming(name_or_path: str | Path, split: str, **load_kwargs: Any):
+    """``datasets.load_dataset(..., streaming=True)`` for a hub name, a local ``.parquet``/
+    ``.jsonl`` file (or glob) or a folder (read as ``imagefolder``)."""
+    import datasets
+
+    text_path = str(name_or_path)
+    builder = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}.get(Path(text_path).suffix.lower())
+    if builder and not load_kwargs.get("data_files"):
+        return datasets.load_dataset(builder, data_files=text_path, split=split, streaming=True, **load_kwargs)
+    if Path(text_path).is_dir() and not load_kwargs.get("data_dir"):
+        return datasets.load_dataset("imagefolder", data_dir=text_path, split=split, streaming=True, **load_kwargs)
+    return datasets.load_dataset(text_path, split=split, streaming=True, **load_kwargs)
+
+
+def _checked_columns(dataset, name: Any, image_column: str, text_column: str):
+    """The data set with its image column left undecoded; a clear KeyError for a missing column."""
+    import datasets
+
+    features = dataset.features or {}
+    for column in (image_column, text_column):
+        if features and column not in features:
+            raise KeyError(f"{name}: no column {column!r}; columns are {list(features)}")
+    if isinstance(features.get(image_column), datasets.Image):
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+    return dataset
+
+
 def hf_stream(
     name_or_path: str | Path,
     split: str = "train",
@@ -454,43 +475,80 @@ def hf_stream(
     **load_kwargs: Any,
 ) -> Iterator[Sample]:
     """Stream ``{"image": PIL RGB, "text": str, "index": int}`` from a ``datasets`` data set,
-    this rank's part only (``datasets.distributed.split_dataset_by_node``).
+    this rank's part only (``datasets.distributed.split_dataset_by_node``), one pass.
 
     ``name_or_path``: a hub name, a local ``.parquet``/``.jsonl`` file (or a glob of them), or a
     folder (read as ``imagefolder``). ``index`` counts rows of this rank's part. Bad rows are
-    counted in ``log`` and skipped. ``split_dataset_by_node`` gives each rank whole files when
-    their number divides by ``world_size``, else every ``world_size``-th row.
+    counted in ``log`` and skipped; a list of captions gives one pair per caption.
+    ``split_dataset_by_node`` gives each rank whole files when their number divides by
+    ``world_size``, else every ``world_size``-th row.
     """
-    import datasets
     from datasets.distributed import split_dataset_by_node
 
     rank, world_size = rank_and_world(rank, world_size)
     log = log if log is not None else SkipLog()
-    text_path = str(name_or_path)
-    builder = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}.get(Path(text_path).suffix.lower())
-    if builder and not load_kwargs.get("data_files"):
-        dataset = datasets.load_dataset(builder, data_files=text_path, split=split, streaming=True, **load_kwargs)
-    elif Path(text_path).is_dir() and not load_kwargs.get("data_dir"):
-        dataset = datasets.load_dataset("imagefolder", data_dir=text_path, split=split, streaming=True, **load_kwargs)
-    else:
-        dataset = datasets.load_dataset(text_path, split=split, streaming=True, **load_kwargs)
-    features = dataset.features or {}
-    for column in (image_column, text_column):
-        if features and column not in features:
-            raise KeyError(f"{name_or_path}: no column {column!r}; columns are {list(features)}")
-    if isinstance(features.get(image_column), datasets.Image):
-        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+    dataset = _checked_columns(_load_streaming(name_or_path, split, **load_kwargs), name_or_path, image_column,
+                               text_column)
     for i, row in enumerate(split_dataset_by_node(dataset, rank=rank, world_size=world_size)):
-        text = _text_of(row.get(text_column))
-        if text is None:
-            log.skip("empty_text", f"row {i}: empty, missing or non-UTF-8 text")
-            continue
-        try:
-            image = _image_of(row.get(image_column))
-        except BadImageError as err:
-            log.skip(err.reason, f"row {i}: {err}")
-            continue
-        yield {"image": image, "text": text, "index": i}
+        yield from row_pairs(row, i, image_column, text_column, log)
+
+
+class HFStream(IterableDataset):
+    """A ``datasets`` data set streamed for training, the counterpart of :class:`ShardStream`.
+
+    Yields ``{"image": PIL RGB or transform(image), "text": str, "skipped": int}``, split per rank
+    (``split_dataset_by_node``) and per ``DataLoader`` worker (by ``datasets`` itself, which hands
+    each worker whole files: with fewer files than workers, some workers stay idle), epoch after
+    epoch (``epochs=None``: endless), each epoch shuffled with a buffer seeded by (seed, epoch).
+    A list of captions gives one pair per caption. ``texts(limit)`` reads only the text column,
+    for learning a tokenizer. ``align-lite train --data hf:NAME`` trains on one.
+    """
+
+    def __init__(self, name_or_path: str | Path, split: str = "train", image_column: str = "image",
+                 text_column: str = "text", transform: Callable[[Image.Image], Any] | None = None, seed: int = 0,
+                 shuffle_buffer: int = 1_000, epochs: int | None = None, rank: int | None = None,
+                 world_size: int | None = None, **load_kwargs: Any):
+        super().__init__()
+        self.name, self.split, self.load_kwargs = name_or_path, split, load_kwargs
+        self.image_column, self.text_column, self.transform = image_column, text_column, transform
+        self.seed, self.shuffle_buffer, self.epochs, self.epoch = seed, shuffle_buffer, epochs, 0
+        self.rank, self.world_size = rank_and_world(rank, world_size)
+        self.log = SkipLog()
+        _checked_columns(self._load(), name_or_path, image_column, text_column)  # fail early, in the main process
+
+    def _load(self):
+        return _load_streaming(self.name, self.split, **self.load_kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def texts(self, limit: int | None = None) -> list[str]:
+        """The alt-texts of the first ``limit`` rows (all rows when ``None``), images not read."""
+        out: list[str] = []
+        for row in self._load().select_columns([self.text_column]):
+            cell = row[self.text_column]
+            out += [t for t in (_text_of(c) for c in (cell if isinstance(cell, (list, tuple)) else [cell])) if t]
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
+        return out
+
+    def __iter__(self) -> Iterator[Sample]:
+        from datasets.distributed import split_dataset_by_node
+
+        epoch, counted = self.epoch, self.log.total
+        while self.epochs is None or epoch < self.epoch + self.epochs:
+            dataset = _checked_columns(self._load(), self.name, self.image_column, self.text_column)
+            if self.shuffle_buffer > 1:
+                dataset = dataset.shuffle(seed=int(np.random.default_rng([self.seed, epoch]).integers(2**31)),
+                                          buffer_size=self.shuffle_buffer)
+            part = split_dataset_by_node(dataset, rank=self.rank, world_size=self.world_size)  # workers: by datasets
+            for i, row in enumerate(part):
+                for sample in row_pairs(row, i, self.image_column, self.text_column, self.log):
+                    if self.transform is not None:
+                        sample["image"] = self.transform(sample["image"])
+                    sample["skipped"], counted = self.log.total - counted, self.log.total
+                    yield sample
+            epoch += 1
 
 
 def write_shards(source: str | Path, pattern: str, max_count: int = 10_000, log: SkipLog | None = None) -> list[str]:
@@ -507,7 +565,7 @@ def write_shards(source: str | Path, pattern: str, max_count: int = 10_000, log:
 
 
 __all__ = [
-    "ShardCounts", "ShardStream", "StreamFilter", "count_pass", "count_shard", "decode_sample",
+    "HFStream", "ShardCounts", "ShardStream", "StreamFilter", "count_pass", "count_shard", "decode_sample",
     "hf_stream", "merge_counts", "normalized_text", "rank_and_world", "shard_list", "shard_samples",
     "split_shards", "stream_texts", "worker_slot", "write_shards",
 ]
