@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from align_lite.data.filters import RULES, FilterConfig, apply_filters, filter_masks, reference_filter_masks
 from align_lite.data.world import WorldConfig, make_world_table
-from report import OUT_DIR, write_report  # benchmarks/report.py
+from report import OUT_DIR, cpu_name, write_report  # benchmarks/report.py
 
 TARGET_PAIRS_PER_SECOND = 2_000_000
 
@@ -35,16 +35,6 @@ def best_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run(rows: int, repeats: int, scaled_k: int) -> dict:

@@ -4,6 +4,7 @@ table the book's appendix includes) under ``book/appendix/generated/``."""
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "book" / "appendix" / "generated"
@@ -15,3 +16,14 @@ def write_report(out_dir: Path, stem: str, summary: dict, markdown: str, indent:
     (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=indent) + "\n")
     (out_dir / f"{stem}.md").write_text(markdown)
     print(markdown)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

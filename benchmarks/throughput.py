@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import resource
 import statistics
 import time
@@ -38,7 +37,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from align_lite.train import TrainConfig, Trainer
-from report import OUT_DIR, write_report  # benchmarks/report.py
+from report import OUT_DIR, cpu_name, write_report  # benchmarks/report.py
 
 # Dense bf16/fp16 tensor-core peaks from the vendors' datasheets (TFLOP/s, no sparsity).
 GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 125.0,
@@ -149,13 +148,7 @@ def measure(preset: str, batch_size: int, steps: int, warmup: int, precision: st
 def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def to_markdown(summary: dict) -> str:

@@ -29,23 +29,13 @@ import pymilvus
 import torch
 
 from align_lite.search import ANN_INDEX_TYPES, VectorIndex, faiss_available
-from report import OUT_DIR, write_report  # benchmarks/report.py
+from report import OUT_DIR, cpu_name, write_report  # benchmarks/report.py
 
 K = 10
 VECTORS = {"random": "random unit vectors",
            "world": "the book model's image embeddings of a generated world, queried with held-out captions"}
 TARGET_RECALL = 0.99
 TARGET_MS = 100.0  # for the batch of queries over the largest collection
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def unit_vectors(n: int, dim: int, seed: int) -> torch.Tensor:
