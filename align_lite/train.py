@@ -73,7 +73,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -420,10 +420,16 @@ def _shard_datasets(config: TrainConfig, data: Any, train_tf, eval_tf) -> tuple[
     eval_ds = []
     if held_out:  # every process reads the held-out shard whole (rank 0 of 1)
         eval_ds = list(itertools.islice(ShardStream(held_out, transform=eval_tf, rank=0, world_size=1), config.eval_size))
-    return train_ds, eval_ds, stream_texts(train_shards, limit=TOKENIZER_TEXTS)
+    return train_ds, eval_ds, _lazy(lambda: stream_texts(train_shards, limit=TOKENIZER_TEXTS))
 
 
-def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, list[str]]:
+def _lazy(make: Callable[[], Iterable[str]]) -> Iterator[str]:
+    """The texts of ``make()``, read only if iterated: a stream's alt-texts are read by the process
+    that learns the tokenizer (process 0), not by every process."""
+    yield from make()
+
+
+def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, Iterable[str]]:
     """(train dataset, eval dataset, texts) for ``data``: ``None``/``"world"`` (the generated
     world of ``config.world_*``), a :class:`WorldConfig`, a pair folder / ``.jsonl`` / ``.parquet``
     path, webdataset tar shards (:func:`is_shard_source`; streamed, see :func:`_shard_datasets`),
@@ -451,10 +457,10 @@ def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, list
     if isinstance(data, torch.utils.data.IterableDataset):  # e.g. data.streaming.HFStream
         if getattr(data, "transform", False) is None:
             data.transform = train_tf
-        texts = data.texts(TOKENIZER_TEXTS) if callable(getattr(data, "texts", None)) else list(getattr(data, "texts", []))
-        if not texts:
+        texts = getattr(data, "texts", None)
+        if texts is None:
             raise TypeError("a stream passed to train() needs texts(limit) or a texts list (to learn the tokenizer)")
-        return data, [], texts
+        return data, [], _lazy(lambda: texts(TOKENIZER_TEXTS)) if callable(texts) else list(texts)
     if isinstance(data, (str, Path)):
         path = Path(data)
         if not path.exists():
@@ -672,8 +678,7 @@ class Trainer:
             tokenizer_texts = [texts[i] for i in self.train_indices]
 
         # Tokenizer: the checkpoint's when resuming, else the one given, else learnt from the
-        # training texts by process 0 and sent to the others (WordPiece training is not
-        # reproducible across processes: ties in the merge order fall differently).
+        # training texts by process 0 and sent to the others (one process reads the texts).
         if self.resume_from is not None:
             self.tokenizer = load_tokenizer(self.resume_from)
             if self.tokenizer is None:

@@ -147,3 +147,14 @@ def test_training_on_a_hf_stream_and_from_the_cli(parquet_pairs, tmp_path):
             "--max-steps", "2", "--batch-size", "4", "--text-length", "16", "--no-tensorboard"]
     assert main(args) == 0 and (tmp_path / "cli" / "final" / "model.safetensors").is_file()
     assert main(["train", "--data", f"hf:{parquet_pairs}", "--text-column", "nope", "--out", str(tmp_path / "x")]) == 1
+
+
+def test_a_filtered_shard_stream_trains_directly(shards):
+    from align_lite.data.filters import FilterConfig
+    from align_lite.data.streaming import ShardStream, StreamFilter, count_pass
+
+    stream = ShardStream(shards, resample=True, seed=0,
+                         filter=StreamFilter(FilterConfig(rare_token_top_k=3_000), counts=count_pass(shards)))
+    assert len(stream.texts(10)) == 10
+    result = train(TrainConfig(**{**TOY, "eval_size": 0}), data=stream)
+    assert result.step == 3 and stream.filter is not None

@@ -254,6 +254,11 @@ class ShardStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def texts(self, limit: int | None = None) -> list[str]:
+        """The alt-texts of the first ``limit`` samples of all shards (images not decoded, filter
+        not applied): what ``train()`` learns a tokenizer from when given this stream."""
+        return stream_texts(self.shards, limit)
+
     def shard_order(self, worker: int = 0, num_workers: int = 1) -> Iterator[str]:
         """The shards this (rank, worker) reads, in order (endless when resampling)."""
         if self.resample:
