@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from align_lite.data.world import COLOR_NAMES, NUMBER_WORDS, PLURALS, RELATIONS, SHAPES
+from align_lite.data.world import COLOR_NAMES, NUMBER_WORDS, PLURALS, RELATIONS, SHAPES, article
 from align_lite.evaluate import EvalSet
 from align_lite.retrieval import compose_query
 from align_lite.zero_shot import embed_images, embed_texts
@@ -36,22 +36,18 @@ RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "a
 EDIT_KINDS = ("colour", "shape", "remove colour")
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
 def count_prompts(color: str, shape: str, max_count: int) -> list[str]:
     """["a red star", "two red stars", …] for counts 1..max_count (index k-1 is count k)."""
     if not 1 <= max_count < len(NUMBER_WORDS):
         raise ValueError(f"max_count must be in 1..{len(NUMBER_WORDS) - 1}, got {max_count}")
-    return [f"{_article(color)} {color} {shape}" if k == 1 else f"{NUMBER_WORDS[k]} {color} {PLURALS[shape]}"
+    return [f"{article(color)} {color} {shape}" if k == 1 else f"{NUMBER_WORDS[k]} {color} {PLURALS[shape]}"
             for k in range(1, max_count + 1)]
 
 
 def relation_prompts(color: str, shape: str, other_color: str, other_shape: str) -> list[str]:
     """One caption per relation in :data:`~align_lite.data.world.RELATIONS` order:
     "a red star to the left of a blue heart", "… to the right of …", "… above …", "… below …"."""
-    first, second = f"{_article(color)} {color} {shape}", f"{_article(other_color)} {other_color} {other_shape}"
+    first, second = f"{article(color)} {color} {shape}", f"{article(other_color)} {other_color} {other_shape}"
     return [f"{first} {RELATION_WORDS[r]} {second}" for r in RELATIONS]
 
 

@@ -497,7 +497,8 @@ _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "bel
 _MAX_CLEAN_WORDS = 16  # leaves room for 3 gibberish tokens under the 20-word rule
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """"an" before a vowel ("an orange star"), else "a"."""
     return "an" if word[0] in "aeiou" else "a"
 
 
@@ -506,7 +507,7 @@ def _noun_phrase(count: int, size: str, color: str, shape: str, bits: int) -> st
     size_words = _SIZE_WORDS[size]
     adjectives = f"{size_words[(bits >> 1) % len(size_words)]} {color}" if bits & 1 else color
     if count == 1:
-        det = "one" if bits >> 3 == 0 else _article(adjectives)
+        det = "one" if bits >> 3 == 0 else article(adjectives)
         return f"{det} {adjectives} {shape}"
     return f"{NUMBER_WORDS[count]} {adjectives} {PLURALS[shape]}"
 
