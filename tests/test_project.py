@@ -99,3 +99,13 @@ def test_setup_seeds_and_picks(monkeypatch, capsys):
     assert (np.random.rand(), torch.rand(1).item()) == a
     assert isinstance(run, Run) and run.pick(1, 2) == 1 and not run.full_run
     assert "short CPU run" in capsys.readouterr().out
+
+
+def test_appendix_includes_every_generated_benchmark_table():
+    """Benchmark tables reach the book only through ``{include}`` of the scripts' own output."""
+    page = (REPO / "book" / "appendix" / "benchmarks.md").read_text()
+    included = set(re.findall(r"```\{include\} (generated/[\w.]+\.md)", page))
+    generated = {f"generated/{p.name}" for p in (REPO / "book" / "appendix" / "generated").glob("*.md")}
+    assert generated and generated == included, f"not included: {generated - included}; missing: {included - generated}"
+    scripts = [p.name for p in (REPO / "benchmarks").glob("*.py") if p.name != "report.py"]
+    assert scripts and all(f"python benchmarks/{name}" in page for name in scripts), "a benchmark without its command"
