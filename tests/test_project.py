@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from align_lite.notebook import Run, full_run_requested, setup
+from book_check import toc_pages  # tests/book_check.py
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,8 +68,7 @@ def test_notebook_is_executed_and_has_summary_and_exercises(path):
 
 
 def test_toc_lists_existing_files_and_every_chapter_notebook():
-    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    files = [toc["root"]] + [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+    files = toc_pages()
     for file in files:
         assert any((REPO / f"{file}{ext}").is_file() for ext in (".md", ".ipynb")), file
     for nb in notebooks():
