@@ -25,3 +25,23 @@ def test_throughput_measures_every_phase_and_counts_flops():
                                     "peak_is": "given", "results": [row]})
     assert f"| tiny | {row['parameters_m']:.1f} | 64 | 4 | fp32 |" in table
 
+
+
+def test_shape_learning_probe_and_supervised_run_at_toy_size():
+    shape_learning = pytest.importorskip("shape_learning")
+    import torch
+
+    torch.manual_seed(0)
+    # A linear probe must separate features that carry the label, and not features that do not.
+    labels = torch.arange(80) % 8
+    informative = torch.nn.functional.one_hot(labels, 8).float() + 0.01 * torch.randn(80, 8)
+    assert shape_learning.linear_probe(informative[:40], labels[:40], informative[40:], labels[40:]) == 1.0
+    noise = torch.randn(80, 8)
+    assert shape_learning.linear_probe(noise[:40], labels[:40], noise[40:], labels[40:]) < 0.6
+
+    pixels, shapes = shape_learning.shape_scenes(96, seed=3)
+    assert pixels.shape[1:] == (3, 64, 64) and pixels.min() >= -1 and pixels.max() <= 1
+    assert len(shapes) == len(pixels) and 0 <= shapes.min() and shapes.max() < 8
+    run = shape_learning.supervised_run(1e-3, (pixels, shapes), (pixels[:16], shapes[:16]), steps=2, marks=[1, 2])
+    assert [p["step"] for p in run["points"]] == [1, 2] and run["train_scenes"] == len(shapes)
+    assert all(0 <= p["held_out"] <= 1 and p["s_per_step"] > 0 for p in run["points"])
