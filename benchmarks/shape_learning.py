@@ -42,11 +42,12 @@ SETTINGS = [  # (name, learning rate, rows of the training world)
 BATCH, WARMUP, N_SHAPES = 64, 20, 8
 
 
-def shape_scenes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-kind scenes of a clean world: pixels (M, 3, 64, 64) in [-1, 1] and shape labels (M,)."""
+def one_kind_scenes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-kind scenes of a clean world: pixels (M, 3, 64, 64) in [-1, 1] and classes (M,) into
+    ``WORLD_CLASSNAMES`` (colour ``c // 8``, shape ``c % 8``)."""
     data = world_eval_set(n, seed, 64)
     keep = data.labels >= 0
-    return data.pixels[keep].contiguous(memory_format=torch.channels_last), data.labels[keep] % N_SHAPES
+    return data.pixels[keep].contiguous(memory_format=torch.channels_last), data.labels[keep]
 
 
 @torch.no_grad()
@@ -98,21 +99,21 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         return (head(test_x * 10).argmax(1) == test_y).float().mean().item()
 
 
-def contrastive_diagnosis(train: tuple, held_out: tuple) -> dict:
-    """What the book's contrastive model holds about shape, in each tower."""
+def contrastive_diagnosis(train: tuple, held_out_pixels: torch.Tensor, held_out_classes: torch.Tensor) -> dict:
+    """What the book's contrastive model holds about shape, in each tower. ``train`` is
+    (pixels, shape labels); the held-out scenes come with their 64-way classes."""
     model, tokenizer, _ = trained_model()
+    held_out_embeds = embed_images(model, held_out_pixels)
     probe = linear_probe(embed_images(model, train[0][:3_000]), train[1][:3_000],
-                         embed_images(model, held_out[0]), held_out[1])
+                         held_out_embeds, held_out_classes % N_SHAPES)
     classes = build_classifier(model, tokenizer, WORLD_CLASSNAMES, TEMPLATES)  # (64, D), unit rows
     cosine = classes @ classes.T
     colour, shape = torch.arange(64) // N_SHAPES, torch.arange(64) % N_SHAPES
     other = ~torch.eye(64, dtype=torch.bool)
     same_colour = (colour[:, None] == colour[None]) & other
     same_shape = (shape[:, None] == shape[None]) & other
-    eval_set = world_eval_set(1024, EVAL_SEED, 64)
-    keep = eval_set.labels >= 0
-    labels = eval_set.labels[keep]
-    scores = (embed_images(model, eval_set.pixels[keep]) @ classes.T).view(-1, 8, N_SHAPES)
+    labels = held_out_classes
+    scores = (held_out_embeds @ classes.T).view(-1, 8, N_SHAPES)
     within_colour = scores[torch.arange(len(labels)), labels // N_SHAPES].argmax(1)
     return {"image_probe_held_out": probe,
             "text_cos_same_colour_other_shape": cosine[same_colour].mean().item(),
@@ -161,16 +162,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     marks = sorted({m for m in (args.steps * 3 // 10, args.steps * 6 // 10, args.steps) if m > 0})
-    held_out = shape_scenes(1024, EVAL_SEED)
-    runs, worlds = [], {}
+    held_out_pixels, held_out_classes = one_kind_scenes(1024, EVAL_SEED)
+    held_out = (held_out_pixels, held_out_classes % N_SHAPES)
+    runs, worlds = [], {}  # worlds: rows -> (pixels, shape labels), each drawn once
     for name, lr, rows in SETTINGS:
-        worlds.setdefault(rows, shape_scenes(rows, 0))
+        if rows not in worlds:
+            pixels, classes = one_kind_scenes(rows, 0)
+            worlds[rows] = (pixels, classes % N_SHAPES)
         print(f"== {name}", flush=True)
         runs.append({"name": name, "lr": lr, "world_rows": rows,
                      **supervised_run(lr, worlds[rows], held_out, args.steps, marks)})
     summary = {"benchmark": "shape_learning", "steps": args.steps, "threads": args.threads, "cpu": cpu_name(),
                "torch": torch.__version__, "held_out_scenes": len(held_out[1]), "supervised": runs,
-               "contrastive": contrastive_diagnosis(worlds[4_096], held_out),
+               "contrastive": contrastive_diagnosis(worlds[4_096], held_out_pixels, held_out_classes),
                "contrastive_bigger_world": contrastive_bigger_world(32_768)}
     print(summary["contrastive"], summary["contrastive_bigger_world"])
     write_report(args.out, "shape_learning", summary, to_markdown(summary))

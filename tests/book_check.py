@@ -201,9 +201,10 @@ def inspect_page(browser, base: str, page: str, expected_colab: str | None = Non
         report.images = tab.evaluate("() => document.images.length")
         math = tab.evaluate(_MATH_JS)
         report.math, report.raw_math, report.wide_math = math["count"], math["raw"], math["wide"]
-        report.internal_links = [h for h in tab.evaluate(_LINKS_JS) if h.startswith(base)]
+        links = tab.evaluate(_LINKS_JS)
+        report.internal_links = [h for h in links if h.startswith(base)]
         if expected_colab:
-            report.colab_found = expected_colab in tab.evaluate(_LINKS_JS)
+            report.colab_found = expected_colab in links
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             tab.screenshot(path=str(screenshot), full_page=True)
