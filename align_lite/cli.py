@@ -243,6 +243,8 @@ def _add_train(commands) -> None:
     p.add_argument("--batch-size", type=int, help="pairs per micro-batch per process")
     p.add_argument("--accum-steps", type=int, help="micro-batches per step (negatives = all of them)")
     p.add_argument("--lr", type=float)
+    p.add_argument("--image-lr-scale", type=float, help="the image tower's lr = lr x this (cpu-tiny: 3)")
+    p.add_argument("--text-pooling", choices=("cls", "mean"), help="override the preset's text pooling")
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", help="adamw or lamb")
@@ -309,7 +311,7 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.preset is not None and args.preset not in PRESETS:
         raise CommandError(f"unknown model preset {args.preset!r}; valid presets: {', '.join(PRESETS)}")
     overrides = {} if args.preset is None else {"model": args.preset}
-    for name in ("batch_size", "accum_steps", "lr", "warmup_steps", "weight_decay", "optimizer", "schedule",
+    for name in ("batch_size", "accum_steps", "lr", "image_lr_scale", "text_pooling", "warmup_steps", "weight_decay", "optimizer", "schedule",
                  "precision", "seed", "temperature", "world_n", "text_length", "log_every", "ckpt_every",
                  "eval_every", "eval_size", "num_workers", "device", "max_steps", "max_seconds"):
         value = getattr(args, name)

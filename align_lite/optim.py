@@ -39,35 +39,43 @@ TEMPERATURE_PARAM = "log_temperature"
 
 
 def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
-                 temperature_lr_scale: float = 1.0) -> list[dict]:
-    """Up to three optimizer groups, each with ``names`` (the parameter names, for reports and
-    tests) and ``group`` (its label):
+                 temperature_lr_scale: float = 1.0, image_lr_scale: float = 1.0) -> list[dict]:
+    """Up to five optimizer groups, each with ``names`` (the parameter names, for reports and
+    tests), ``group`` (its label) and ``lr_scale`` (its learning rate over the base ``lr``):
 
     * ``decay``: matrices and kernels (ndim >= 2), with ``weight_decay``;
     * ``no_decay``: biases and norm parameters (ndim < 2), weight decay 0;
-    * ``temperature``: the learnable temperature, weight decay 0, learning rate
-      ``lr * temperature_lr_scale`` (when ``lr`` is given).
+    * ``temperature``: the learnable temperature, weight decay 0, ``lr_scale`` = ``temperature_lr_scale``;
+    * ``image_decay`` / ``image_no_decay``: only when ``image_lr_scale`` is not 1, the image
+      tower's parameters (names starting ``image.``), split the same way, ``lr_scale`` =
+      ``image_lr_scale``.
 
-    Frozen parameters (a fixed temperature) are left out.
+    When ``lr`` is given, each group's ``lr`` is ``lr * lr_scale``. Frozen parameters (a fixed
+    temperature) are left out.
     """
-    members: dict[str, list[tuple[str, nn.Parameter]]] = {"decay": [], "no_decay": [], "temperature": []}
+    members: dict[str, list[tuple[str, nn.Parameter]]] = {
+        "decay": [], "no_decay": [], "temperature": [], "image_decay": [], "image_no_decay": []}
+    scales = {"temperature": temperature_lr_scale, "image_decay": image_lr_scale, "image_no_decay": image_lr_scale}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         if name.split(".")[-1] == TEMPERATURE_PARAM:
             members["temperature"].append((name, param))
-        elif param.ndim < 2:
-            members["no_decay"].append((name, param))
-        else:
-            members["decay"].append((name, param))
+            continue
+        label = "decay" if param.ndim >= 2 else "no_decay"
+        if image_lr_scale != 1.0 and name.startswith("image."):
+            label = "image_" + label
+        members[label].append((name, param))
     groups = []
     for label, params in members.items():
         if not params:
             continue
+        scale = scales.get(label, 1.0)
         group = {"params": [p for _, p in params], "names": [n for n, _ in params],
-                 "weight_decay": weight_decay if label == "decay" else 0.0, "group": label}
-        if label == "temperature" and lr is not None:
-            group["lr"] = lr * temperature_lr_scale
+                 "weight_decay": weight_decay if label in ("decay", "image_decay") else 0.0,
+                 "group": label, "lr_scale": scale}
+        if lr is not None:
+            group["lr"] = lr * scale
         groups.append(group)
     return groups
 
@@ -80,13 +88,14 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-6,
     temperature_lr_scale: float = 1.0,
+    image_lr_scale: float = 1.0,
 ) -> torch.optim.Optimizer:
     """AdamW (``torch.optim``) or LAMB (``timm.optim.Lamb``) over :func:`param_groups`.
 
     timm's LAMB clips the global gradient norm to 1 on its own by default; we turn that off
     (``max_grad_norm=None``) so that clipping happens once, in the trainer, where it is reported.
     """
-    groups = param_groups(model, weight_decay, lr, temperature_lr_scale)
+    groups = param_groups(model, weight_decay, lr, temperature_lr_scale, image_lr_scale)
     if not groups:
         raise ValueError("the model has no trainable parameters")
     if name == "adamw":

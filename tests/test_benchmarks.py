@@ -46,3 +46,33 @@ def test_shape_learning_probe_and_supervised_run_at_toy_size():
     run = shape_learning.supervised_run(1e-3, (pixels, shapes), (pixels[:16], shapes[:16]), steps=2, marks=[1, 2])
     assert [p["step"] for p in run["points"]] == [1, 2] and run["train_scenes"] == len(shapes)
     assert all(0 <= p["held_out"] <= 1 and p["s_per_step"] > 0 for p in run["points"])
+
+
+def test_shape_learning_cut_captions_keep_only_colour_and_shape_words():
+    shape_learning = pytest.importorskip("shape_learning")
+    from align_lite.data.world import COLOR_NAMES, SHAPES
+    from align_lite.train import TrainConfig
+
+    data = shape_learning.CutCaptions(TrainConfig.cpu_tiny(world_n=40))
+    assert len(data) == len(data.texts) == 40
+    words = [t.split() for t in data.texts]
+    assert all(len(w) in (2, 4) for w in words) and any(len(w) == 4 for w in words)  # one or two kinds
+    assert all(w[i] in COLOR_NAMES and w[i + 1] in SHAPES for w in words for i in range(0, len(w), 2))
+    item = data[3]
+    assert item["text"] == data.texts[3] and item["image"].shape == (3, 64, 64)
+
+
+def test_tiny_recipe_undoes_one_departure_per_run_at_toy_size():
+    tiny_recipe = pytest.importorskip("tiny_recipe")
+    from align_lite import experiments as ex
+    from align_lite.train import TrainConfig
+
+    base = TrainConfig.cpu_tiny(max_steps=2, warmup_steps=1, world_n=64, batch_size=8, vocab_size=300, eval_size=0, eval_every=0,
+                                tensorboard=False)
+    for name, fields in tiny_recipe.UNDONE.items():  # every override names a real field with another value
+        assert all(getattr(base, key) != value for key, value in fields.items()), name
+    runs = tiny_recipe.ablation(base, ex.WorldEval.from_world(n=24), names=("recipe (cpu_tiny)", "[CLS] pooling"))
+    assert [r.config["text_pooling"] for r in runs] == [None, "cls"]
+    assert runs[0].config["image_lr_scale"] == 3.0 and runs[0].steps[-1] == 2
+    table = tiny_recipe.markdown(runs, 2, 1, 1.0, ex.WorldEval.from_world(n=24))
+    assert "| [CLS] pooling |" in table and "| recipe (cpu_tiny) |" in table

@@ -288,6 +288,52 @@ def test_text_tower_uses_cls_state_and_rejects_bad_ids():
         tower(torch.zeros(1, 65, dtype=torch.long))
 
 
+def test_mean_pooling_averages_the_unpadded_states():
+    torch.manual_seed(0)
+    tower = TextTower(TextTowerConfig(embed_dim=32, pooling="mean")).eval()
+    ids = torch.randint(5, 8000, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        hidden = tower.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        expected = torch.stack([hidden[0].mean(0), hidden[1, :6].mean(0)])
+        torch.testing.assert_close(tower(ids, mask), tower.projection(expected))
+        padded = torch.cat([ids[1:, :6], torch.zeros(1, 20, dtype=torch.long)], 1)
+        torch.testing.assert_close(tower(padded, (padded > 0).long() | (torch.arange(26) < 6).long()),
+                                   tower(ids[1:, :6], mask[1:, :6]), atol=1e-5, rtol=1e-5)
+        # no mask means every token counts
+        torch.testing.assert_close(tower(ids), tower.projection(tower.bert(input_ids=ids).last_hidden_state.mean(1)))
+        cls_tower = TextTower(TextTowerConfig(embed_dim=32, pooling="cls")).eval()
+        cls_tower.load_state_dict(tower.state_dict())  # same weights: only the pooling differs
+        assert not torch.allclose(cls_tower(ids, mask), tower(ids, mask))
+    with pytest.raises(ValueError, match="pooling"):
+        TextTowerConfig(pooling="max")
+
+
+def test_cpu_presets_mean_pool_and_paper_presets_use_cls():
+    assert {name: get_preset(name).text.pooling for name in list_presets()} == {
+        "tiny": "mean", "tiny-wide": "mean", "b3-mini": "cls", "b5-base": "cls", "b7-base": "cls", "l2-large": "cls"}
+    saved = get_preset("tiny").to_dict()
+    assert AlignConfig.from_dict(saved).text.pooling == "mean"
+    del saved["text"]["pooling"]  # a checkpoint written before pooling existed used [CLS]
+    assert AlignConfig.from_dict(saved).text.pooling == "cls"
+
+
+def test_fresh_cls_state_is_one_vector_for_every_text_and_the_mean_is_not():
+    """The reason the CPU presets mean-pool: a fresh BERT's [CLS] state barely depends on the words."""
+    torch.manual_seed(0)
+    ids = torch.randint(5, 8000, (16, 12))
+    ids[:, 0] = 2  # every text starts with the same [CLS] token
+    spread = {}
+    for pooling in ("cls", "mean"):
+        torch.manual_seed(0)
+        tower = TextTower(TextTowerConfig(pooling=pooling)).eval()
+        with torch.no_grad():
+            e = F.normalize(tower(ids), dim=-1)
+        spread[pooling] = 1 - (e @ e.T)[~torch.eye(16, dtype=torch.bool)].mean().item()
+    assert spread["cls"] < 1e-3 < spread["mean"] and spread["mean"] > 30 * spread["cls"]
+
+
 def test_size_and_variant_tables():
     assert TextTowerConfig.from_size("mini").num_layers == 4 and TextTowerConfig.from_size("mini").hidden_size == 256
     large = TextTowerConfig.from_size("bert-large")

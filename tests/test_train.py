@@ -87,6 +87,37 @@ def test_param_groups_exclude_vectors_and_temperature_from_weight_decay():
     assert "log_temperature" not in [n for g in param_groups(fixed, 1e-5) for n in g["names"]]
 
 
+def test_image_lr_scale_gives_the_image_tower_its_own_groups():
+    model = AlignDualEncoder(get_preset("tiny").with_vocab_size(100))
+    groups = param_groups(model, 1e-5, lr=1e-3, temperature_lr_scale=20.0, image_lr_scale=3.0)
+    by_label = {g["group"]: g for g in groups}
+    assert list(by_label) == ["decay", "no_decay", "temperature", "image_decay", "image_no_decay"]
+    assert all(n.startswith("image.") for label in ("image_decay", "image_no_decay") for n in by_label[label]["names"])
+    assert not any(n.startswith("image.") for label in ("decay", "no_decay") for n in by_label[label]["names"])
+    assert [by_label[k]["lr"] for k in by_label] == pytest.approx([1e-3, 1e-3, 2e-2, 3e-3, 3e-3])
+    assert [by_label[k]["weight_decay"] for k in by_label] == [1e-5, 0.0, 0.0, 1e-5, 0.0]
+    listed = [n for g in groups for n in g["names"]]
+    assert sorted(listed) == sorted(dict(model.named_parameters())) and len(set(listed)) == len(listed)
+    # the scheduler scales every group alike, so the 3x ratio holds all along the schedule
+    opt = build_optimizer(model, "adamw", lr=1e-3, image_lr_scale=3.0)
+    sched = build_scheduler(opt, Schedule("linear", 2, 10))
+    for _ in range(4):
+        opt.step()
+        sched.step()
+        lrs = {g["group"]: g["lr"] for g in opt.param_groups}
+        assert lrs["image_decay"] == pytest.approx(3 * lrs["decay"]) and lrs["decay"] > 0
+
+
+def test_train_config_overrides_the_text_pooling_and_checks_it():
+    trainer_config = TrainConfig.cpu_tiny()
+    assert (trainer_config.image_lr_scale, trainer_config.text_dropout) == (3.0, 0.0)
+    with pytest.raises(ValueError, match="text_pooling"):
+        TrainConfig(text_pooling="max")
+    with pytest.raises(ValueError, match="image_lr_scale"):
+        TrainConfig(image_lr_scale=0.0)
+    assert TrainConfig.from_dict(TrainConfig(text_pooling="cls").to_dict()).text_pooling == "cls"
+
+
 def test_schedule_warms_up_then_decays_to_zero():
     linear = Schedule("linear", warmup_steps=10, total_steps=110)
     assert linear(0) == pytest.approx(0.1)  # the first step already learns
@@ -324,6 +355,15 @@ def test_cli_train_writes_a_loadable_run(tmp_path, capsys):
     model = from_pretrained(out / "final")
     assert load_tokenizer(out / "final").vocab_size == model.config.text.vocab_size
     assert len((out / "metrics.jsonl").read_text().splitlines()) >= 1
+
+
+def test_cli_train_text_pooling_and_image_lr_scale_reach_the_run(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--max-steps", "1", "--world-n", "64", "--batch-size", "8",
+                 "--eval-size", "0", "--text-pooling", "cls", "--image-lr-scale", "2", "--no-tensorboard"]) == 0
+    assert from_pretrained(out / "final").config.text.pooling == "cls"  # the tiny preset's own is "mean"
+    saved = json.loads((out / "checkpoint-0000001" / STATE_JSON).read_text())
+    assert saved["config"]["image_lr_scale"] == 2.0 and saved["config"]["text_pooling"] == "cls"
 
 
 def test_cli_train_bad_data_path_is_a_one_line_error(tmp_path, capsys):

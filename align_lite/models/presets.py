@@ -42,6 +42,13 @@ Choices that are ours, not the paper's:
   length) in the tiny ones.
 * b5-base: the paper's Table 8 baseline is B5 + BERT-base at D = 640, but B5's native width is
   512, so this preset projects the image feature (Linear 512 → 640); the paper does not say how.
+* text pooling: the paper's [CLS] state in every paper-sized preset; the mean over the tokens in
+  the CPU presets ``tiny`` and ``tiny-wide``. A fresh BERT's [CLS] state is nearly the same vector
+  for every text (mean pairwise cosine 0.99995 over the world's 64 class prompts for ``tiny``,
+  0.99966 for ``tiny-wide``; mean pooling 0.982 and 0.978), and a run of minutes does not undo
+  that (see :mod:`align_lite.models.text_tower`). What it is worth on the world, with each of the
+  CPU recipe's departures undone in turn, is ``benchmarks/tiny_recipe.py``'s table in the book's
+  appendix.
 * Resolution: 289 for every paper-sized preset (the paper pre-trains all at 289), 64 for tiny.
 """
 
@@ -61,14 +68,14 @@ PAPER_VOCAB_SIZE = 100_000
 def tiny() -> AlignConfig:
     """CPU toy: a batch of 8 at 64 px and 64 tokens embeds in ~10 ms on 2 cores."""
     image = ImageTowerConfig(width_mult=0.4, depth_mult=0.25, image_size=64, name="efficientnet-w0.4-d0.25")
-    text = TextTowerConfig.from_size("tiny", vocab_size=8_000, max_position_embeddings=64)
+    text = TextTowerConfig.from_size("tiny", vocab_size=8_000, max_position_embeddings=64, pooling="mean")
     return AlignConfig.from_towers(image, text, name="tiny")
 
 
 def tiny_wide() -> AlignConfig:
     """A wider/deeper CPU model with projections on both sides (D = 128 < native 160)."""
     image = ImageTowerConfig(width_mult=0.5, depth_mult=0.35, image_size=64, name="efficientnet-w0.5-d0.35")
-    text = TextTowerConfig.from_size("mini", vocab_size=8_000, max_position_embeddings=64)
+    text = TextTowerConfig.from_size("mini", vocab_size=8_000, max_position_embeddings=64, pooling="mean")
     return AlignConfig.from_towers(image, text, embed_dim=128, name="tiny-wide")
 
 

@@ -1,4 +1,4 @@
-"""The text tower: BERT, its [CLS] state, and a linear layer to the embedding size.
+"""The text tower: BERT, its [CLS] state (or the mean of all states), and a linear layer to the embedding size.
 
 ALIGN (§4): "we use BERT … with [CLS] token embedding as the text embedding … We add a fully
 connected layer with linear activation on top of BERT encoder to match the dimension from the
@@ -7,7 +7,19 @@ image tower." So:
     input_ids, attention_mask (B, L)
       → BERT encoder (no pooler: its tanh layer is not used) → (B, L, hidden)
       → hidden state of the first token, [CLS] → (B, hidden)
+        (``pooling="mean"``: the mean over the non-padding tokens instead)
       → Linear(hidden, embed_dim) → (B, embed_dim), not normalised
+
+Why a second pooling. At initialisation (BERT's weights ~ N(0, 0.02²)) attention is nearly uniform
+and each layer adds only a tiny update to the residual stream, so the [CLS] state is almost the
+[CLS] embedding itself: the *same* vector for every text. Over the 64 "a photo of a {colour}
+{shape}" prompts, a fresh ``tiny`` tower's [CLS] embeddings have mean pairwise cosine 0.99995;
+mean pooling gives 0.982, because every word's own embedding is in the average. A paper-sized run
+has 10⁵–10⁶ steps to teach [CLS] to gather the words; a two-minute CPU run does not, and the
+towers then stay blind to the words that the image side does not already separate by itself
+(in the world: shape, see ``benchmarks/shape_learning.py``). The paper presets keep [CLS]; the CPU
+presets (``tiny``, ``tiny-wide``) use mean pooling, as sentence-transformers and open_clip's
+``mean_pooler`` do.
 
 BERT is transformers' ``BertModel`` built from a ``BertConfig`` with random weights (nothing is
 downloaded). Sizes follow Turc et al.'s compact BERTs and the original BERT:
@@ -47,6 +59,9 @@ BERT_SIZES: dict[str, BertSize] = {
 }
 
 
+POOLINGS = ("cls", "mean")
+
+
 @dataclass(frozen=True)
 class TextTowerConfig:
     """A BERT text tower. ``vocab_size`` must cover the tokenizer's ids; ``max_position_embeddings``
@@ -61,6 +76,7 @@ class TextTowerConfig:
     max_position_embeddings: int = 64
     dropout: float = 0.1  # BERT's hidden and attention-probability dropout
     pad_token_id: int = 0  # AltTextTokenizer puts [PAD] first
+    pooling: str = "cls"  # "cls" (the paper's [CLS] state) or "mean" (over the non-padding tokens)
     name: str = "custom"
 
     def __post_init__(self) -> None:
@@ -74,6 +90,8 @@ class TextTowerConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
     @classmethod
     def from_size(cls, size: str, **overrides) -> TextTowerConfig:
@@ -127,6 +145,8 @@ class TextTower(nn.Module):
         # use_cache=False: an encoder keeps no KV cache (and checkpointing would warn about it)
         bert_out = self.bert(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         hidden = bert_out.last_hidden_state  # (B, L, hidden)
+        if self.config.pooling == "mean":
+            return self.projection(masked_mean(hidden, attention_mask))  # (B, embed_dim)
         return self.projection(hidden[:, 0])  # [CLS] → (B, embed_dim)
 
     @property
@@ -153,3 +173,12 @@ class TextTower(nn.Module):
         if not include_projection:
             n -= sum(p.numel() for p in self.projection.parameters())
         return n
+
+
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, L, H) states and (B, L) mask (1 = token, 0 = padding; None = all tokens) → (B, H), the
+    mean over each row's tokens. A row with no tokens at all gives zeros, not NaN."""
+    if attention_mask is None:
+        return hidden.mean(1)
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
