@@ -45,10 +45,10 @@ Choices that are ours, not the paper's:
 * text pooling: the paper's [CLS] state in every paper-sized preset; the mean over the tokens in
   the CPU presets ``tiny`` and ``tiny-wide``. A fresh BERT's [CLS] state is nearly the same vector
   for every text (mean pairwise cosine 0.99995 over the world's 64 class prompts for ``tiny``,
-  0.99966 for ``tiny-wide``; mean pooling 0.982 and 0.978), and a run of minutes does not undo
-  that (see :mod:`align_lite.models.text_tower`). What it is worth on the world, with each of the
-  CPU recipe's departures undone in turn, is ``benchmarks/tiny_recipe.py``'s table in the book's
-  appendix.
+  0.9997 for ``tiny-wide``; mean pooling about 0.98 for both; Chapter 2 measures it), and a run
+  of minutes does not undo that (see :mod:`align_lite.models.text_tower`). What it is worth on
+  the world, with each of the CPU recipe's departures undone in turn, is
+  ``benchmarks/tiny_recipe.py``'s table in the book's appendix.
 * Resolution: 289 for every paper-sized preset (the paper pre-trains all at 289), 64 for tiny.
 """
 
