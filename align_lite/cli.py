@@ -311,8 +311,8 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.preset is not None and args.preset not in PRESETS:
         raise CommandError(f"unknown model preset {args.preset!r}; valid presets: {', '.join(PRESETS)}")
     overrides = {} if args.preset is None else {"model": args.preset}
-    for name in ("batch_size", "accum_steps", "lr", "image_lr_scale", "text_pooling", "warmup_steps", "weight_decay", "optimizer", "schedule",
-                 "precision", "seed", "temperature", "world_n", "text_length", "log_every", "ckpt_every",
+    for name in ("batch_size", "accum_steps", "lr", "image_lr_scale", "text_pooling", "warmup_steps", "weight_decay",
+                 "optimizer", "schedule", "precision", "seed", "temperature", "world_n", "text_length", "log_every", "ckpt_every",
                  "eval_every", "eval_size", "num_workers", "device", "max_steps", "max_seconds"):
         value = getattr(args, name)
         if value is not None:

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -178,19 +178,26 @@ def run_experiment(name: str, config: TrainConfig, data: Any, eval_data: WorldEv
 # ---------------------------------------------------------------------------------------------
 
 
+def variants(base: TrainConfig, changes: Mapping[str, Mapping[str, Any]], eval_data: WorldEval | None = None,
+             eval_points: int = 4) -> list[RunSummary]:
+    """An ablation: ``base`` trained once per named set of field ``changes`` (``{"name": {"field":
+    value}}``; ``{}`` is ``base`` itself) on the clean world of ``base``, with the same seed and
+    the same tokenizer, so that only the changed fields differ between runs."""
+    eval_data = eval_data or WorldEval.from_world(image_size=_image_size(base))
+    data = world_rows(WorldConfig.clean(n=base.world_n, seed=base.world_seed), _image_size(base))
+    tokenizer = train_tokenizer(data.texts, TokenizerConfig(vocab_size=base.vocab_size, max_length=base.text_length))
+    return [run_experiment(name, replace(base, **fields), data, eval_data, eval_points, tokenizer=tokenizer)
+            for name, fields in changes.items()]
+
+
 def temperature_ablation(base: TrainConfig, eval_data: WorldEval | None = None,
                          settings: Sequence[tuple[str, float, bool]] = TEMPERATURE_SETTINGS,
                          eval_points: int = 4) -> list[RunSummary]:
     """``base`` trained once per (name, temperature, learnable) setting on the same data, same
     seed and the same tokenizer; only the temperature differs."""
-    eval_data = eval_data or WorldEval.from_world(image_size=_image_size(base))
-    data = world_rows(WorldConfig.clean(n=base.world_n, seed=base.world_seed), _image_size(base))
-    tokenizer = train_tokenizer(data.texts, TokenizerConfig(vocab_size=base.vocab_size, max_length=base.text_length))
-    runs = []
-    for name, temperature, learnable in settings:
-        config = replace(base, temperature=temperature, learnable_temperature=learnable)
-        runs.append(run_experiment(name, config, data, eval_data, eval_points, tokenizer=tokenizer))
-    return runs
+    changes = {name: {"temperature": temperature, "learnable_temperature": learnable}
+               for name, temperature, learnable in settings}
+    return variants(base, changes, eval_data, eval_points)
 
 
 def noisy_filtered_rows(world: WorldConfig, filters: FilterConfig = FilterConfig()) -> tuple[np.ndarray, dict[str, int]]:

@@ -17,14 +17,11 @@ import argparse
 import os
 import platform
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from align_lite import experiments as ex
-from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
-from align_lite.data.world import WorldConfig
 from align_lite.train import TrainConfig
 from report import OUT_DIR  # benchmarks/report.py
 
@@ -38,10 +35,7 @@ UNDONE = {  # run name -> the fields that undo one departure
 
 
 def ablation(base: TrainConfig, eval_data: ex.WorldEval, names=tuple(UNDONE)) -> list[ex.RunSummary]:
-    data = ex.world_rows(WorldConfig.clean(n=base.world_n, seed=base.world_seed), 64)
-    tokenizer = train_tokenizer(data.texts, TokenizerConfig(vocab_size=base.vocab_size, max_length=base.text_length))
-    return [ex.run_experiment(name, replace(base, **UNDONE[name]), data, eval_data, eval_points=3, tokenizer=tokenizer)
-            for name in names]
+    return ex.variants(base, {name: UNDONE[name] for name in names}, eval_data, eval_points=3)
 
 
 def markdown(runs: list[ex.RunSummary], steps: int, threads: int, seconds: float, eval_data: ex.WorldEval) -> str:

@@ -1,4 +1,4 @@
-"""The text tower: BERT, its [CLS] state (or the mean of all states), and a linear layer to the embedding size.
+"""The text tower: BERT, its [CLS] state (or the mean of its states), and a linear layer to D.
 
 ALIGN (§4): "we use BERT … with [CLS] token embedding as the text embedding … We add a fully
 connected layer with linear activation on top of BERT encoder to match the dimension from the
@@ -15,11 +15,11 @@ and each layer adds only a tiny update to the residual stream, so the [CLS] stat
 [CLS] embedding itself: the *same* vector for every text. Over the 64 "a photo of a {colour}
 {shape}" prompts, a fresh ``tiny`` tower's [CLS] embeddings have mean pairwise cosine 0.99995;
 mean pooling gives about 0.98 (Chapter 2), because every word's own embedding is in the average.
-A paper-sized run has 10⁵–10⁶ steps to teach [CLS] to gather the words; a two-minute CPU run does not, and the
-towers then stay blind to the words that the image side does not already separate by itself
-(in the world: shape, see ``benchmarks/shape_learning.py``). The paper presets keep [CLS]; the CPU
-presets (``tiny``, ``tiny-wide``) use mean pooling, as sentence-transformers and open_clip's
-``mean_pooler`` do.
+A paper-sized run has 10⁵–10⁶ steps to teach [CLS] to gather the words; a two-minute CPU run
+does not, and the towers then stay blind to the words that the image side does not already
+separate by itself (in the world: shape, see ``benchmarks/tiny_recipe.py``). The paper presets
+keep [CLS]; the CPU presets (``tiny``, ``tiny-wide``) use mean pooling, as sentence-transformers
+and open_clip's ``mean_pooler`` do.
 
 BERT is transformers' ``BertModel`` built from a ``BertConfig`` with random weights (nothing is
 downloaded). Sizes follow Turc et al.'s compact BERTs and the original BERT:
