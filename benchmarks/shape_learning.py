@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from align_lite.evaluate import WORLD_CLASSNAMES, world_eval_set
-from align_lite.data.world import WorldConfig, make_world_table
+from align_lite.data.world import WorldConfig
 from align_lite.experiments import BOOK_MODEL, EVAL_SEED, TEMPLATES, WorldEval, evaluate, trained_model, world_rows
 from align_lite.models import get_preset
 from align_lite.models.image_tower import ImageTower
@@ -105,10 +105,10 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         return (head(test_x * 10).argmax(1) == test_y).float().mean().item()
 
 
-def contrastive_diagnosis(train: tuple, held_out_pixels: torch.Tensor, held_out_classes: torch.Tensor) -> dict:
+def contrastive_diagnosis(model: nn.Module, tokenizer, train: tuple, held_out_pixels: torch.Tensor,
+                          held_out_classes: torch.Tensor) -> dict:
     """What the book's contrastive model holds about shape, in each tower. ``train`` is
     (pixels, shape labels); the held-out scenes come with their 64-way classes."""
-    model, tokenizer, _ = trained_model()
     held_out_embeds = embed_images(model, held_out_pixels)
     probe = linear_probe(embed_images(model, train[0][:3_000]), train[1][:3_000],
                          held_out_embeds, held_out_classes % N_SHAPES)
@@ -127,15 +127,10 @@ def contrastive_diagnosis(train: tuple, held_out_pixels: torch.Tensor, held_out_
             "zero_shot_shape_given_colour": (within_colour == labels % N_SHAPES).float().mean().item()}
 
 
-def book_model_scores() -> dict:
-    model, tokenizer, record = trained_model()
-    return {"steps": record["steps"][-1], **evaluate(model, tokenizer, WorldEval.from_world())}
-
-
-def contrastive_bigger_world(rows: int) -> dict:
+def contrastive_bigger_world(rows: int, eval_data: WorldEval) -> dict:
     """The book's contrastive run on a ``rows``-row world instead of 4,096: does more data help shape?"""
     model, tokenizer, record = trained_model(replace(BOOK_MODEL, world_n=rows), cache=False)
-    return {"world_rows": rows, "steps": record["steps"][-1], **evaluate(model, tokenizer, WorldEval.from_world())}
+    return {"world_rows": rows, "steps": record["steps"][-1], **evaluate(model, tokenizer, eval_data)}
 
 
 class CutCaptions(torch.utils.data.Dataset):
@@ -145,8 +140,8 @@ class CutCaptions(torch.utils.data.Dataset):
     def __init__(self, config: TrainConfig):
         world = WorldConfig.clean(n=config.world_n, seed=config.world_seed)
         self.rows = world_rows(world, 64)
-        table = make_world_table(world).to_pylist()
-        self.texts = [" ".join(filter(None, (r["color"], r["shape"], r["other_color"], r["other_shape"]))) for r in table]
+        table = self.rows.world.table.select(["color", "shape", "other_color", "other_shape"]).to_pylist()
+        self.texts = [" ".join(filter(None, r.values())) for r in table]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -155,10 +150,10 @@ class CutCaptions(torch.utils.data.Dataset):
         return {**self.rows[index], "text": self.texts[index]}
 
 
-def contrastive_cut_captions() -> dict:
+def contrastive_cut_captions(eval_data: WorldEval) -> dict:
     """The book's contrastive run with captions cut to "colour shape": the other features gone."""
     result = train(BOOK_MODEL, CutCaptions(BOOK_MODEL))
-    return {"steps": result.step, **evaluate(result.model, result.tokenizer, WorldEval.from_world())}
+    return {"steps": result.step, **evaluate(result.model, result.tokenizer, eval_data)}
 
 
 def to_markdown(summary: dict) -> str:
@@ -210,12 +205,14 @@ def main() -> None:
         print(f"== {name}", flush=True)
         runs.append({"name": name, "lr": lr, "world_rows": rows,
                      **supervised_run(lr, worlds[rows], held_out, args.steps, marks)})
+    model, tokenizer, record = trained_model()  # the book's model, trained once and cached
+    eval_data = WorldEval.from_world()  # the contrastive runs' held-out world, drawn once
     summary = {"benchmark": "shape_learning", "steps": args.steps, "threads": args.threads, "cpu": cpu_name(),
                "torch": torch.__version__, "held_out_scenes": len(held_out[1]), "supervised": runs,
-               "contrastive": contrastive_diagnosis(worlds[4_096], held_out_pixels, held_out_classes),
-               "contrastive_book_model": book_model_scores(),
-               "contrastive_bigger_world": contrastive_bigger_world(32_768),
-               "contrastive_cut_captions": contrastive_cut_captions()}
+               "contrastive": contrastive_diagnosis(model, tokenizer, worlds[4_096], held_out_pixels, held_out_classes),
+               "contrastive_book_model": {"steps": record["steps"][-1], **evaluate(model, tokenizer, eval_data)},
+               "contrastive_bigger_world": contrastive_bigger_world(32_768, eval_data),
+               "contrastive_cut_captions": contrastive_cut_captions(eval_data)}
     print(summary["contrastive"], summary["contrastive_bigger_world"], summary["contrastive_cut_captions"])
     write_report(args.out, "shape_learning", summary, to_markdown(summary))
 
