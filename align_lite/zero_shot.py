@@ -84,9 +84,21 @@ def build_classifier(model: torch.nn.Module, tokenize: Tokenize, classnames: Seq
         raise ValueError("build_classifier needs at least one class name")
     if not templates or any(t.count("{}") != 1 for t in templates):
         raise ValueError("every template needs exactly one '{}' for the class name, e.g. 'a photo of a {}.'")
-    prompts = [t.format(name) for name in classnames for t in templates]
-    text = embed_texts(model, tokenize, prompts, batch_size)  # (C·T, D)
-    per_class = text.reshape(len(classnames), len(templates), -1).mean(1)  # (C, D)
+    return classifier_from_prompts(model, tokenize, [[t.format(name) for t in templates] for name in classnames],
+                                   batch_size)
+
+
+def classifier_from_prompts(model: torch.nn.Module, tokenize: Tokenize, prompts: Sequence[Sequence[str]],
+                            batch_size: int = 256) -> torch.Tensor:
+    """(C, D) unit class vectors from ``prompts[c]``, class c's own list of prompts (any number
+    per class: e.g. the class name in the singular and in the plural, where one template cannot
+    say both); each class's unit prompt embeddings are averaged, then renormalised."""
+    if not prompts or any(not isinstance(p, (list, tuple)) or not p for p in prompts):
+        raise ValueError("classifier_from_prompts needs a non-empty list of prompts for every class")
+    flat = [text for per_class in prompts for text in per_class]
+    text = F.normalize(embed_texts(model, tokenize, flat, batch_size), dim=-1)  # (P, D)
+    owner = torch.arange(len(prompts)).repeat_interleave(torch.tensor([len(p) for p in prompts])).to(text.device)
+    per_class = torch.zeros(len(prompts), text.shape[1], device=text.device).index_add_(0, owner, text)  # (C, D) sums
     return F.normalize(per_class, dim=-1)
 
 

@@ -1,6 +1,7 @@
 """Quality per CPU minute: zero-shot top-1 of the tiny preset after a fixed training time.
 
     python benchmarks/quality_per_minute.py [--seconds 120] [--checkpoints 4] [--threads 2]
+    python benchmarks/quality_per_minute.py --seconds 480 --checkpoints 8   # how far more time goes
 
 Trains ``TrainConfig.cpu_tiny()`` on the clean generated world for ``--seconds`` of training time
 (the loop's wall clock: data, forward, backward, update; the tokenizer and the world's table are
@@ -8,7 +9,15 @@ made before the clock starts), pausing at ``--checkpoints`` evenly spaced points
 on a held-out world (:class:`align_lite.experiments.WorldEval`: zero-shot top-1/top-5 over the 64
 "colour shape" classes on one-kind scenes, and top-1 retrieval both ways). Evaluation time is
 excluded from the training clock. Writes ``quality_per_minute.md`` and ``.json`` under
-``book/appendix/generated/``. Target (issue 4): top-1 >= 95 % within 120 s on 2 cores.
+``book/appendix/generated/`` (``quality_per_minute_480s.*`` for a budget other than 120 s).
+Target (issue 4): top-1 >= 95 % within 120 s on 2 cores.
+
+Zero-shot top-1 is scored two ways (:func:`align_lite.experiments.evaluate`): with the single
+prompt "a photo of a {}" (one object), and with the ensemble of
+:func:`~align_lite.experiments.number_prompts` ("a photo of a red star", "… two red stars", … four),
+the class in each number a held-out scene can show (1 to 4 objects, three quarters of them
+plural). Prompt ensembles are how the paper (and CLIP) score zero-shot; the target line reports
+both.
 """
 
 from __future__ import annotations
@@ -50,27 +59,38 @@ def run(seconds: float, checkpoints: int, config: TrainConfig) -> dict:
         points.append({"seconds": round(trained, 1), "step": trainer.step, "temperature": trainer.model.temperature.item(),
                        **{k: round(v, 4) for k, v in scores.items()}})
         print(json.dumps(points[-1]), flush=True)
-    return {"points": points, "config": config.to_dict()}
+    return {"points": points, "config": config.to_dict(), "budget_seconds": seconds}
 
 
 def markdown(result: dict, threads: int) -> str:
     final = result["points"][-1]
-    met = final["zero_shot_top1"] >= TARGET_TOP1 and final["seconds"] <= TARGET_SECONDS + 1
+    in_time = final["seconds"] <= TARGET_SECONDS + 1
     lines = [
         f"Quality per CPU minute: `TrainConfig.cpu_tiny()` (tiny preset, batch {result['config']['batch_size']}, "
         f"lr {result['config']['lr']}) on the clean world, {threads} threads, {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}. Held-out: {result['eval_images']} images, {result['eval_classified']} one-kind "
         "scenes scored zero-shot over 64 classes (chance 1.6 %; colour or shape right: chance 12.5 %).",
         "",
-        "| training s | step | σ | zero-shot top-1 | top-5 | colour right | shape right | I→T R@1 | T→I R@1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| training s | step | σ | zero-shot top-1 | top-5 | colour right | shape right | top-1, number prompts "
+        "| I→T R@1 | T→I R@1 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in result["points"]:
         lines.append(f"| {p['seconds']:.0f} | {p['step']} | {p['temperature']:.3f} | {100 * p['zero_shot_top1']:.1f} % | "
                      f"{100 * p['zero_shot_top5']:.1f} % | {100 * p['colour_top1']:.1f} % | {100 * p['shape_top1']:.1f} % | "
-                     f"{100 * p['i2t_r1']:.1f} % | {100 * p['t2i_r1']:.1f} % |")
-    lines += ["", f"Target: zero-shot top-1 >= {100 * TARGET_TOP1:.0f} % after <= {TARGET_SECONDS:.0f} s: "
-              f"**{'met' if met else 'not met'}** ({100 * final['zero_shot_top1']:.1f} % after {final['seconds']:.0f} s).", ""]
+                     f"{100 * p['zero_shot_numbers_top1']:.1f} % | {100 * p['i2t_r1']:.1f} % | {100 * p['t2i_r1']:.1f} % |")
+    lines += [""]
+    for key, how in (("zero_shot_numbers_top1", "number prompts"), ("zero_shot_top1", "single prompt")):
+        if result.get("budget_seconds", TARGET_SECONDS) <= TARGET_SECONDS:
+            met = in_time and final[key] >= TARGET_TOP1
+            lines.append(f"Target: zero-shot top-1 >= {100 * TARGET_TOP1:.0f} % after <= {TARGET_SECONDS:.0f} s, {how}: "
+                         f"**{'met' if met else 'not met'}** ({100 * final[key]:.1f} % after {final['seconds']:.0f} s).")
+        else:  # a longer budget: when (if ever) the target's accuracy is first reached
+            first = next((p for p in result["points"] if p[key] >= TARGET_TOP1), None)
+            lines.append(f"{how.capitalize()}: >= {100 * TARGET_TOP1:.0f} % "
+                         + (f"first at {first['seconds']:.0f} s (step {first['step']})." if first
+                            else f"not reached in {final['seconds']:.0f} s (best {100 * max(p[key] for p in result['points']):.1f} %)."))
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -90,7 +110,8 @@ def main() -> None:
     eval_data = WorldEval.from_world()
     result.update(eval_images=len(eval_data.texts), eval_classified=len(eval_data.classified), threads=args.threads,
                   machine=platform.processor() or platform.machine(), torch=torch.__version__)
-    write_report(args.out, "quality_per_minute", result, markdown(result, args.threads), indent=1)
+    stem = "quality_per_minute" if args.seconds == TARGET_SECONDS else f"quality_per_minute_{args.seconds:.0f}s"
+    write_report(args.out, stem, result, markdown(result, args.threads), indent=1)
 
 
 if __name__ == "__main__":

@@ -76,3 +76,23 @@ def test_tiny_recipe_undoes_one_departure_per_run_at_toy_size():
     assert runs[0].config["image_lr_scale"] == 3.0 and runs[0].steps[-1] == 2
     table = tiny_recipe.markdown(runs, 2, 1, 1.0, ex.WorldEval.from_world(n=24))
     assert "| [CLS] pooling |" in table and "| recipe (cpu_tiny) |" in table
+
+
+def test_quality_per_minute_scores_both_prompt_sets_and_judges_the_target():
+    quality = pytest.importorskip("quality_per_minute")
+    from align_lite.train import TrainConfig
+
+    config = TrainConfig.cpu_tiny(world_n=64, batch_size=8, max_steps=3, warmup_steps=1, eval_size=0, eval_every=0,
+                                  tensorboard=False)
+    result = quality.run(1.0, 2, config)
+    assert result["budget_seconds"] == 1.0 and len(result["points"]) == 2 and result["points"][-1]["step"] <= 3
+    result.update(eval_images=512, eval_classified=387)
+    table = quality.markdown(result, threads=1)
+    assert "number prompts: **not met**" in table and "single prompt: **not met**" in table  # 3 steps are far from 95 %
+    # a longer budget reports when the target accuracy is first reached, not met/not met at 120 s
+    fake = {**result, "budget_seconds": 480.0, "points": [
+        {**result["points"][-1], "seconds": s, "step": 10 * s, "zero_shot_numbers_top1": acc, "zero_shot_top1": 0.5}
+        for s, acc in ((120, 0.90), (240, 0.96), (360, 0.97))]}
+    table = quality.markdown(fake, threads=1)
+    assert "Number prompts: >= 95 % first at 240 s (step 2400)." in table
+    assert "Single prompt: >= 95 % not reached in 360 s (best 50.0 %)." in table

@@ -36,6 +36,15 @@ def test_eval_set_classifies_only_one_kind_scenes(eval_data):
     assert len(ex.CLASSNAMES) == 64 and len(eval_data.classified) == sum(r is None for r in relation)
 
 
+def test_number_prompts_say_every_count_a_scene_can_show():
+    assert ex.number_prompts("orange cross") == ["a photo of an orange cross", "a photo of two orange crosses",
+                                                 "a photo of three orange crosses", "a photo of four orange crosses"]
+    assert len(ex.number_prompts("red star", max_count=2)) == 2
+    table = make_world_table(WorldConfig.clean(n=2000, seed=0))
+    counts = {r["count"] for r in table.select(["count", "relation"]).to_pylist() if r["relation"] is None}
+    assert counts == set(range(1, WorldConfig().max_count + 1))  # the prompts cover every count the world draws
+
+
 def test_temperature_ablation_changes_only_the_temperature(eval_data, tmp_path):
     settings = (("fixed 1/64", 1 / 64, False), ("learnable (init 1.0)", 1.0, True))
     runs = ex.temperature_ablation(toy(), eval_data, settings=settings)
@@ -43,7 +52,8 @@ def test_temperature_ablation_changes_only_the_temperature(eval_data, tmp_path):
     assert runs[0].temperatures == pytest.approx([1 / 64] * 3)
     assert runs[1].temperatures[-1] != pytest.approx(1.0, abs=1e-4)  # learnt: σ moves (3 steps: either way)
     for r in runs:
-        assert set(r.metrics) == {"zero_shot_top1", "zero_shot_top5", "colour_top1", "shape_top1", "i2t_r1", "t2i_r1"}
+        assert set(r.metrics) == {"zero_shot_top1", "zero_shot_top5", "colour_top1", "shape_top1", "zero_shot_numbers_top1",
+                                   "i2t_r1", "t2i_r1"}
         assert all(0.0 <= v <= 1.0 for v in r.metrics.values())
         assert r.curve[-1]["step"] == 3 and r.train_pairs == 64
         other = {k: v for k, v in r.config.items() if k not in ("temperature", "learnable_temperature")}

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from align_lite.zero_shot import build_classifier, embed_images, topk_accuracy, zero_shot_accuracy
+from align_lite.zero_shot import (build_classifier, classifier_from_prompts, embed_images, topk_accuracy,
+                                  zero_shot_accuracy)
 
 
 class LookupModel(torch.nn.Module):
@@ -51,6 +52,20 @@ def test_classifier_is_the_renormalised_mean_of_prompt_embeddings(model):
         mean = model.encode_text(prompts["input_ids"], prompts["attention_mask"]).mean(0)
         torch.testing.assert_close(classifier[c], F.normalize(mean, dim=0))
     torch.testing.assert_close(classifier.norm(dim=1), torch.ones(2))
+
+
+def test_classifier_from_prompts_takes_any_number_of_prompts_per_class(model):
+    prompts = [["a red star", "a photo of red star", "red star sketch"], ["blue heart"]]
+    classifier = classifier_from_prompts(model, tokenize, prompts)
+    for c, texts in enumerate(prompts):
+        encoded = tokenize(texts)
+        mean = model.encode_text(encoded["input_ids"], encoded["attention_mask"]).mean(0)
+        torch.testing.assert_close(classifier[c], F.normalize(mean, dim=0))
+    # one prompt per class is build_classifier with one template
+    torch.testing.assert_close(classifier_from_prompts(model, tokenize, [["a photo of red star"], ["a photo of blue heart"]]),
+                               build_classifier(model, tokenize, ["red star", "blue heart"], ["a photo of {}"]))
+    with pytest.raises(ValueError, match="every class"):
+        classifier_from_prompts(model, tokenize, [["red star"], []])
 
 
 def test_zero_shot_picks_the_nearest_class(model):
