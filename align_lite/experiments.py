@@ -43,14 +43,6 @@ from align_lite.zero_shot import build_classifier, classifier_from_prompts, embe
 CLASSNAMES = WORLD_CLASSNAMES  # the 64 "colour shape" classes, colour-major
 TEMPLATES = ("a photo of a {}",)
 
-
-def number_prompts(classname: str, max_count: int = WorldConfig().max_count) -> list[str]:
-    """The class in every number the world's captions use: "a photo of a red star", "a photo of
-    two red stars", … up to ``max_count``. One template cannot say this (the plural is a different
-    word), and a scene shows 1 to ``max_count`` objects; ``TEMPLATES`` only ever says one."""
-    color, shape = classname.split()
-    return [f"a photo of {phrase}" for phrase in count_prompts(color, shape, max_count)]
-
 EVAL_SEED = WORLD_EVAL_SEED  # held-out worlds are drawn with seeds the training worlds never use
 
 # Paper Table 8 (B5 + BERT-base; MSCOCO zero-shot R@1 image→text, text→image; ImageNet KNN R@1).
@@ -66,6 +58,14 @@ TEMPERATURE_SETTINGS: tuple[tuple[str, float, bool], ...] = (
     ("fixed 1/32", 1 / 32, False),
     ("learnable (init 1.0)", 1.0, True),
 )
+
+
+def number_prompts(classname: str, max_count: int = WorldConfig().max_count) -> list[str]:
+    """The class in every number the world's captions use: "a photo of a red star", "a photo of
+    two red stars", … up to ``max_count``. One template cannot say this (the plural is a different
+    word), and a scene shows 1 to ``max_count`` objects; ``TEMPLATES`` only ever says one."""
+    color, shape = classname.split()
+    return [f"a photo of {phrase}" for phrase in count_prompts(color, shape, max_count)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,7 +350,8 @@ def runs_table(runs: Sequence[RunSummary], paper: dict[str, dict[str, float]] | 
         m = r.metrics
         sigma = r.temperatures[-1] if r.temperatures else float("nan")
         row = (f"| {r.name} | {100 * m['zero_shot_top1']:.1f} | {100 * m['zero_shot_top5']:.1f} | "
-               f"{100 * m['colour_top1']:.1f} | {100 * m['shape_top1']:.1f} | {_percent(m.get('zero_shot_numbers_top1'))} | "
+               f"{100 * m['colour_top1']:.1f} | {100 * m['shape_top1']:.1f} | "
+               f"{_percent(m.get('zero_shot_numbers_top1'))} | "
                f"{100 * m['i2t_r1']:.1f} | {100 * m['t2i_r1']:.1f} | {sigma:.4f} | {r.train_pairs:,} |")
         if paper:
             p = paper.get(r.name, {})

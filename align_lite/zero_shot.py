@@ -7,6 +7,10 @@ special case of one prompt), and an image x is assigned
 
     ŷ(x) = argmax_c  xᵀ w_c            W = [w_1 … w_C] : (C, D)
 
+A class may also be given its own list of prompts (:func:`classifier_from_prompts`), for what
+one template cannot say: the world's "a red star" and "three red stars" differ in the noun, not
+the frame around it.
+
 The temperature does not change the argmax, so it is left out. Works with any model that has
 ``encode_image(pixels) → (N, D)`` and ``encode_text(input_ids, attention_mask) → (M, D)`` (unit
 vectors), given a ``tokenize(list[str]) → {"input_ids", "attention_mask"}`` callable: an
