@@ -59,7 +59,8 @@ def run(seconds: float, checkpoints: int, config: TrainConfig) -> dict:
         points.append({"seconds": round(trained, 1), "step": trainer.step, "temperature": trainer.model.temperature.item(),
                        **{k: round(v, 4) for k, v in scores.items()}})
         print(json.dumps(points[-1]), flush=True)
-    return {"points": points, "config": config.to_dict(), "budget_seconds": seconds}
+    return {"points": points, "config": config.to_dict(), "budget_seconds": seconds,
+            "eval_images": len(eval_data.texts), "eval_classified": len(eval_data.classified)}
 
 
 def markdown(result: dict, threads: int) -> str:
@@ -108,9 +109,7 @@ def main() -> None:
     config = TrainConfig.cpu_tiny(max_steps=1_000_000, schedule_steps=max(50, int(args.seconds / 0.1)),
                                   eval_size=0, eval_every=0)
     result = run(args.seconds, args.checkpoints, config)
-    eval_data = WorldEval.from_world()
-    result.update(eval_images=len(eval_data.texts), eval_classified=len(eval_data.classified), threads=args.threads,
-                  machine=platform.processor() or platform.machine(), torch=torch.__version__)
+    result.update(threads=args.threads, machine=platform.processor() or platform.machine(), torch=torch.__version__)
     stem = "quality_per_minute" if args.seconds == TARGET_SECONDS else f"quality_per_minute_{args.seconds:.0f}s"
     write_report(args.out, stem, result, markdown(result, args.threads), indent=1)
 
