@@ -18,6 +18,12 @@ prompt "a photo of a {}" (one object), and with the ensemble of
 the class in each number a held-out scene can show (1 to 4 objects, three quarters of them
 plural). Prompt ensembles are how the paper (and CLIP) score zero-shot; the target line reports
 both.
+
+After the last checkpoint the script asks where the remaining errors are (:func:`diagnose`):
+number-prompt top-1 by the number of objects in the scene; the same with the one prompt that
+names the scene's true number (no prompt rule over these four prompts can beat it); and a linear
+shape probe on the frozen image embeddings (``shape_learning.py``'s probe), which bounds what any
+text side could read out of the image tower.
 """
 
 from __future__ import annotations
@@ -30,20 +36,60 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
 from align_lite.data.world import WorldConfig
-from align_lite.experiments import WorldEval, evaluate, world_rows
+from align_lite.evaluate import world_eval_set
+from align_lite.experiments import CLASSNAMES, EVAL_SEED, WorldEval, evaluate, number_prompts, world_rows
 from align_lite.train import TrainConfig, Trainer
+from align_lite.zero_shot import embed_images, embed_texts
 from report import OUT_DIR, write_report  # benchmarks/report.py
+from shape_learning import N_SHAPES, linear_probe, one_kind_scenes  # benchmarks/shape_learning.py
 
 TARGET_TOP1, TARGET_SECONDS = 0.95, 120.0
+PROBE_SCENES = 3_000  # one-kind training-world scenes the shape probe is fitted on
 
 
-def run(seconds: float, checkpoints: int, config: TrainConfig) -> dict:
+@torch.no_grad()
+def diagnose(model: torch.nn.Module, tokenizer, eval_data: WorldEval, objects: torch.Tensor,
+             probe_train: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    """Where the number-prompt errors are. ``objects`` (M,) is the number of objects (1–4) in
+    each of ``eval_data``'s M one-kind scenes; ``probe_train`` is (pixels, classes) of other
+    scenes for the linear shape probe. Returns top-1 of the number-prompt ensemble and of the
+    prompt naming the true number, each overall and by number of objects, and the probe's
+    held-out shape accuracy, overall and by number of objects."""
+    model.eval()
+    keep, labels = eval_data.classified, eval_data.labels[eval_data.classified]
+    images = embed_images(model, eval_data.pixels[keep]).cpu()  # (M, D)
+    prompts = torch.stack([F.normalize(embed_texts(model, tokenizer, number_prompts(c)), dim=-1).cpu()
+                           for c in CLASSNAMES])  # (64, 4, D): "a …", "two …", "three …", "four …"
+    ensemble = images @ F.normalize(prompts.mean(1), dim=-1).T  # (M, 64), as evaluate() scores it
+    true_number = torch.einsum("md,cmd->mc", images, prompts[:, (objects - 1).clamp(0, prompts.shape[1] - 1)])
+    out = {}
+    for name, scores in (("numbers", ensemble), ("true_number", true_number)):
+        right = scores.argmax(1) == labels
+        out[name] = right.float().mean().item()
+        out[f"{name}_by_objects"] = {str(k): right[objects == k].float().mean().item() for k in objects.unique().tolist()}
+    probe_x = embed_images(model, probe_train[0]).cpu()
+    with torch.enable_grad():  # the probe trains its own linear head on the frozen embeddings (seeded: same head each call)
+        out["shape_probe"] = linear_probe(probe_x, probe_train[1] % N_SHAPES, images, labels % N_SHAPES)
+        out["shape_probe_by_objects"] = {
+            str(k): linear_probe(probe_x, probe_train[1] % N_SHAPES, images[objects == k], labels[objects == k] % N_SHAPES)
+            for k in objects.unique().tolist()}
+    out["shape_right_numbers"] = (ensemble.argmax(1) % N_SHAPES == labels % N_SHAPES).float().mean().item()
+    # rounded as the checkpoints' scores are, so that the tables agree to the last digit
+    out = {k: round(v, 4) if isinstance(v, float) else {key: round(x, 4) for key, x in v.items()} for k, v in out.items()}
+    out["probe_scenes"] = len(probe_train[1])
+    return out
+
+
+def run(seconds: float, checkpoints: int, config: TrainConfig, probe_scenes: int = PROBE_SCENES) -> dict:
     data = world_rows(WorldConfig.clean(n=config.world_n, seed=config.world_seed), 64)
     tokenizer = train_tokenizer(data.texts, TokenizerConfig(vocab_size=config.vocab_size, max_length=config.text_length))
-    eval_data = WorldEval.from_world()
+    held_out = world_eval_set(512, EVAL_SEED, 64)
+    eval_data = WorldEval(held_out.pixels, held_out.texts, held_out.labels, EVAL_SEED)
+    objects = torch.tensor([held_out.scenes[i]["count"] for i in eval_data.classified.tolist()])
     trainer = Trainer(config, data, tokenizer=tokenizer)
     batches = trainer.loader(0)
     trainer.model.train()
@@ -59,8 +105,11 @@ def run(seconds: float, checkpoints: int, config: TrainConfig) -> dict:
         points.append({"seconds": round(trained, 1), "step": trainer.step, "temperature": trainer.model.temperature.item(),
                        **{k: round(v, 4) for k, v in scores.items()}})
         print(json.dumps(points[-1]), flush=True)
-    return {"points": points, "config": config.to_dict(), "budget_seconds": seconds,
-            "eval_images": len(eval_data.texts), "eval_classified": len(eval_data.classified)}
+    pixels, classes = one_kind_scenes(config.world_n, config.world_seed)  # the training world's one-kind scenes
+    diagnosis = diagnose(trainer.model, tokenizer, eval_data, objects, (pixels[:probe_scenes], classes[:probe_scenes]))
+    return {"points": points, "config": config.to_dict(), "budget_seconds": seconds, "diagnosis": diagnosis,
+            "eval_images": len(eval_data.texts), "eval_classified": len(eval_data.classified),
+            "eval_by_objects": {str(k): int((objects == k).sum()) for k in objects.unique().tolist()}}
 
 
 def markdown(result: dict, threads: int) -> str:
@@ -93,7 +142,31 @@ def markdown(result: dict, threads: int) -> str:
                          + (f"first at {first['seconds']:.0f} s (step {first['step']})." if first
                             else f"not reached in {final['seconds']:.0f} s (best {100 * best:.1f} %)."))
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + diagnosis_markdown(result))
+
+
+def diagnosis_markdown(result: dict) -> list[str]:
+    d, final, n = result["diagnosis"], result["points"][-1], result["eval_by_objects"]
+    ks = sorted(n, key=int)
+    pct = lambda v: f"{100 * v:.1f} %"  # noqa: E731
+    return [
+        f"Where the errors are after {final['seconds']:.0f} s (step {final['step']}), top-1 on the one-kind scenes "
+        "by the number of objects shown:",
+        "",
+        "| prompts | " + " | ".join(f"{k} object{'s' * (int(k) > 1)} ({n[k]} scenes)" for k in ks) + " | all |",
+        "|---|" + "---|" * (len(ks) + 1),
+        "| number prompts (the mean of the four) | " + " | ".join(pct(d["numbers_by_objects"][k]) for k in ks)
+        + f" | {pct(d['numbers'])} |",
+        "| the one prompt naming the true number | " + " | ".join(pct(d["true_number_by_objects"][k]) for k in ks)
+        + f" | {pct(d['true_number'])} |",
+        "| shape only: linear probe on the image embeddings | " + " | ".join(pct(d["shape_probe_by_objects"][k]) for k in ks)
+        + f" | {pct(d['shape_probe'])} |",
+        "",
+        f"The probe is a linear 8-way shape classifier on the frozen image embeddings, fitted on {d['probe_scenes']:,} "
+        f"one-kind scenes of the training world; shape right with number prompts, for comparison: "
+        f"{pct(d['shape_right_numbers'])}.",
+        "",
+    ]
 
 
 def main() -> None:

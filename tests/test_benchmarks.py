@@ -89,6 +89,16 @@ def test_quality_per_minute_scores_both_prompt_sets_and_judges_the_target():
     assert result["eval_images"] == 512 and 0 < result["eval_classified"] < 512  # the held-out world, drawn once
     table = quality.markdown(result, threads=1)
     assert "number prompts: **not met**" in table and "single prompt: **not met**" in table  # 3 steps are far from 95 %
+    # the diagnosis scores the final model the way evaluate() does, split by the number of objects
+    diagnosis, by_objects = result["diagnosis"], result["eval_by_objects"]
+    assert diagnosis["numbers"] == pytest.approx(result["points"][-1]["zero_shot_numbers_top1"], abs=1e-4)
+    assert sorted(by_objects) == ["1", "2", "3", "4"] and sum(by_objects.values()) == result["eval_classified"]
+    mean_by_objects = sum(diagnosis["numbers_by_objects"][k] * n for k, n in by_objects.items()) / result["eval_classified"]
+    assert mean_by_objects == pytest.approx(diagnosis["numbers"], abs=1e-3)  # scores are rounded to 4 places
+    assert 0 < diagnosis["probe_scenes"] < 64 and 0 <= diagnosis["shape_probe"] <= 1
+    probe_by_objects = sum(diagnosis["shape_probe_by_objects"][k] * n for k, n in by_objects.items()) / result["eval_classified"]
+    assert probe_by_objects == pytest.approx(diagnosis["shape_probe"], abs=1e-3)  # the same seeded probe, per split
+    assert "| the one prompt naming the true number |" in table and "4 objects (" in table
     # a longer budget reports when the target accuracy is first reached, not met/not met at 120 s
     fake = {**result, "budget_seconds": 480.0, "points": [
         {**result["points"][-1], "seconds": s, "step": 10 * s, "zero_shot_numbers_top1": acc, "zero_shot_top1": 0.5}
