@@ -21,9 +21,9 @@ both.
 
 After the last checkpoint the script asks where the remaining errors are (:func:`diagnose`):
 number-prompt top-1 by the number of objects in the scene; the same with the one prompt that
-names the scene's true number (no prompt rule over these four prompts can beat it); and a linear
-shape probe on the frozen image embeddings (``shape_learning.py``'s probe), which bounds what any
-text side could read out of the image tower.
+names the scene's true number (an oracle told each scene's number: is the ensemble's wording
+what is short?); and a linear shape probe on the frozen image embeddings (``shape_learning.py``'s
+probe): how much shape the image tower holds, whatever the text side makes of it.
 """
 
 from __future__ import annotations
