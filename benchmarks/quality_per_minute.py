@@ -45,7 +45,7 @@ from align_lite.experiments import CLASSNAMES, EVAL_SEED, WorldEval, evaluate, n
 from align_lite.train import TrainConfig, Trainer
 from align_lite.zero_shot import embed_images, embed_texts
 from report import OUT_DIR, write_report  # benchmarks/report.py
-from shape_learning import N_SHAPES, linear_probe, one_kind_scenes  # benchmarks/shape_learning.py
+from shape_learning import N_SHAPES, one_kind_scenes, probe_predictions  # benchmarks/shape_learning.py
 
 TARGET_TOP1, TARGET_SECONDS = 0.95, 120.0
 PROBE_SCENES = 3_000  # one-kind training-world scenes the shape probe is fitted on
@@ -66,17 +66,12 @@ def diagnose(model: torch.nn.Module, tokenizer, eval_data: WorldEval, objects: t
                            for c in CLASSNAMES])  # (64, 4, D): "a …", "two …", "three …", "four …"
     ensemble = images @ F.normalize(prompts.mean(1), dim=-1).T  # (M, 64), as evaluate() scores it
     true_number = torch.einsum("md,cmd->mc", images, prompts[:, (objects - 1).clamp(0, prompts.shape[1] - 1)])
+    probe = probe_predictions(embed_images(model, probe_train[0]).cpu(), probe_train[1] % N_SHAPES, images)  # (M,)
     out = {}
-    for name, scores in (("numbers", ensemble), ("true_number", true_number)):
-        right = scores.argmax(1) == labels
+    for name, right in (("numbers", ensemble.argmax(1) == labels), ("true_number", true_number.argmax(1) == labels),
+                        ("shape_probe", probe == labels % N_SHAPES)):
         out[name] = right.float().mean().item()
         out[f"{name}_by_objects"] = {str(k): right[objects == k].float().mean().item() for k in objects.unique().tolist()}
-    probe_x = embed_images(model, probe_train[0]).cpu()
-    with torch.enable_grad():  # the probe trains its own linear head on the frozen embeddings (seeded: same head each call)
-        out["shape_probe"] = linear_probe(probe_x, probe_train[1] % N_SHAPES, images, labels % N_SHAPES)
-        out["shape_probe_by_objects"] = {
-            str(k): linear_probe(probe_x, probe_train[1] % N_SHAPES, images[objects == k], labels[objects == k] % N_SHAPES)
-            for k in objects.unique().tolist()}
     out["shape_right_numbers"] = (ensemble.argmax(1) % N_SHAPES == labels % N_SHAPES).float().mean().item()
     # rounded as the checkpoints' scores are, so that the tables agree to the last digit
     out = {k: round(v, 4) if isinstance(v, float) else {key: round(x, 4) for key, x in v.items()} for k, v in out.items()}

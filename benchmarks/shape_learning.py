@@ -91,18 +91,25 @@ def supervised_run(lr: float, train: tuple, held_out: tuple, steps: int, marks: 
     return {"points": points, "train_scenes": len(labels)}
 
 
-def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor) -> float:
-    """Held-out accuracy of a logistic regression on frozen features (full batch, Adam, 500 steps)."""
+def probe_predictions(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor) -> torch.Tensor:
+    """(M,) shapes that a logistic regression fitted on frozen features ``train_x`` (N, D) with
+    labels ``train_y`` (N,) predicts for ``test_x`` (M, D) (full batch, Adam, 500 steps, seeded)."""
     torch.manual_seed(0)
     head = nn.Linear(train_x.shape[1], N_SHAPES)
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
-    for _ in range(500):
-        loss = F.cross_entropy(head(train_x * 10), train_y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with torch.enable_grad():
+        for _ in range(500):
+            loss = F.cross_entropy(head(train_x * 10), train_y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     with torch.no_grad():
-        return (head(test_x * 10).argmax(1) == test_y).float().mean().item()
+        return head(test_x * 10).argmax(1)
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor) -> float:
+    """Held-out accuracy of :func:`probe_predictions`."""
+    return (probe_predictions(train_x, train_y, test_x) == test_y).float().mean().item()
 
 
 def contrastive_diagnosis(model: nn.Module, tokenizer, train: tuple, held_out_pixels: torch.Tensor,
