@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from align_lite import __version__
@@ -243,8 +243,12 @@ def _add_train(commands) -> None:
     p.add_argument("--batch-size", type=int, help="pairs per micro-batch per process")
     p.add_argument("--accum-steps", type=int, help="micro-batches per step (negatives = all of them)")
     p.add_argument("--lr", type=float)
-    p.add_argument("--image-lr-scale", type=float, help="the image tower's lr = lr x this (cpu-tiny: 3)")
+    p.add_argument("--image-lr-scale", type=float, help="the image tower's lr = lr x this (cpu-tiny: 5)")
     p.add_argument("--text-pooling", choices=("cls", "mean"), help="override the preset's text pooling")
+    p.add_argument("--hard-negatives", metavar="COLS:COL",
+                   help="hard-negative batches: runs of rows sharing the columns COLS (comma-separated) and differing "
+                        "in COL, e.g. color,count:shape (cpu-tiny's on the generated world); 'none': plain "
+                        "shuffling (the default for --data other than the world)")
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", help="adamw or lamb")
@@ -267,6 +271,24 @@ def _add_train(commands) -> None:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--no-tensorboard", action="store_true")
     p.set_defaults(handler=_run_train)
+
+
+def _hard_negatives(spec: str) -> tuple[tuple[str, ...], str | None]:
+    """``"color,count:shape"`` -> (("color", "count"), "shape"); ``"none"`` -> ((), None)."""
+    if spec.strip().lower() == "none":
+        return (), None
+    share, sep, vary = spec.partition(":")
+    columns = tuple(c.strip() for c in share.split(",") if c.strip())
+    if not sep or not columns or not vary.strip():
+        raise CommandError(f"--hard-negatives {spec!r}: expected COLS:COL (e.g. color,count:shape) or none")
+    return columns, vary.strip()
+
+
+def _replace(config, **changes):
+    try:
+        return replace(config, **changes)
+    except ValueError as err:
+        raise CommandError(str(err)) from err
 
 
 def _load_recipe(name_or_path: str):
@@ -347,6 +369,13 @@ def _run_train(args: argparse.Namespace) -> None:
     if "max_steps" in overrides and overrides["max_steps"] < recipe.warmup_steps and "warmup_steps" not in overrides:
         overrides["warmup_steps"] = overrides["max_steps"]  # a short run still gets a full schedule
     config = replace(recipe, **overrides)
+    if args.hard_negatives is not None:
+        share, vary = _hard_negatives(args.hard_negatives)
+        config = _replace(config, hard_negative_share=share, hard_negative_vary=vary)
+    elif args.data != "world" and config.hard_negative_share:
+        config = replace(config, hard_negative_share=(), hard_negative_vary=None)  # the world's columns
+        print("hard-negative batches: off (they group the generated world's columns; --hard-negatives COLS:COL "
+              "groups yours)", flush=True)
     from align_lite.train import is_shard_source
 
     if args.data == "world":

@@ -147,8 +147,8 @@ class WorldRows(torch.utils.data.Dataset):
 
     def __init__(self, world: WorldDataset, rows: Sequence[int]):
         self.world, self.rows = world, [int(r) for r in rows]
-        all_texts = world.table["text"].to_pylist()
-        self.texts = [all_texts[r] for r in self.rows]
+        self.table = world.table.take(self.rows)  # the rows' columns (hard-negative batches group by them)
+        self.texts = self.table["text"].to_pylist()
 
     def __len__(self) -> int:
         return len(self.rows)

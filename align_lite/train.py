@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
 import json
 import math
@@ -86,6 +87,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from align_lite import __version__
+from align_lite.data.hard_negatives import hard_negative_order
 from align_lite.data.images import CropToPixels, ImageTransformConfig, image_transform
 from align_lite.data.sources import PairDataset, collate_pairs
 from align_lite.data.tokenizer import AltTextTokenizer, TokenizerConfig, train_tokenizer, trim_padding
@@ -112,7 +114,8 @@ METRIC_FIELDS = (
 )
 # TrainConfig fields a resumed run must share with its checkpoint (model shape and data order).
 _RESUME_MUST_MATCH = ("model", "batch_size", "accum_steps", "seed", "text_length", "vocab_size",
-                      "world_n", "world_seed", "world_noisy", "eval_size")
+                      "world_n", "world_seed", "world_noisy", "eval_size", "hard_negative_share",
+                      "hard_negative_vary")
 
 EvalFn = Callable[[AlignDualEncoder, int], "dict[str, float] | None"]
 LogFn = Callable[[dict], None]
@@ -164,6 +167,11 @@ class TrainConfig:
     world_n: int = 4096  # rows of the generated world (when training on it)
     world_seed: int = 0
     world_noisy: bool = False  # the noisy world (as scraped) instead of the clean one
+    # Hard-negative batches (align_lite.data.hard_negatives): the data's table columns that each
+    # run of rows in a batch shares, and the column whose values differ within a run.
+    # () and None: plainly shuffled batches, as in the paper.
+    hard_negative_share: tuple[str, ...] = ()
+    hard_negative_vary: str | None = None
     eval_size: int = 0  # held-out pairs for the built-in retrieval check (0: none)
     eval_every: int = 0  # run the eval hooks every N steps (0: only at the end)
     log_every: int = 10
@@ -207,6 +215,12 @@ class TrainConfig:
         if self.temperature <= 0 or self.temperature_lr_scale <= 0 or self.image_lr_scale <= 0:
             raise ValueError(f"TrainConfig.temperature, temperature_lr_scale and image_lr_scale must be > 0, got "
                              f"{self.temperature}, {self.temperature_lr_scale}, {self.image_lr_scale}")
+        if bool(self.hard_negative_share) != (self.hard_negative_vary is not None):
+            raise ValueError("TrainConfig.hard_negative_share and hard_negative_vary go together (both set, or "
+                             f"() and None), got {self.hard_negative_share!r} and {self.hard_negative_vary!r}")
+        if not isinstance(self.hard_negative_share, tuple) or self.hard_negative_vary in self.hard_negative_share:
+            raise ValueError("TrainConfig.hard_negative_share must be a tuple of column names without "
+                             f"hard_negative_vary, got {self.hard_negative_share!r}")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise ValueError(f"TrainConfig.keep_checkpoints must be >= 1 or None, got {self.keep_checkpoints}")
         LossConfig(label_smoothing=self.label_smoothing, reduction=self.loss_reduction)  # validates
@@ -221,18 +235,27 @@ class TrainConfig:
         learning rate 1e-3, 32-token texts (the world's alt-texts need ~16), a held-out batch of
         256 checked every 50 steps.
 
-        Four departures from the paper, because the run is hundreds of steps, not 1.2 M (the
-        fifth, mean pooling in the text tower, belongs to the ``tiny`` preset itself, see
-        :mod:`align_lite.models.presets`):
+        Five departures from the paper, because the run is hundreds of steps of 64 pairs, not
+        1.2 M steps of 16,384 (the sixth, mean pooling in the text tower, belongs to the ``tiny``
+        preset itself, see :mod:`align_lite.models.presets`):
 
+        * hard-negative batches (:mod:`align_lite.data.hard_negatives`): each batch is made of runs
+          of rows with the same colour and number of objects and different shapes, so that within
+          a run only the shape tells the pairs apart. A random batch of 64 holds about two such
+          near misses per pair, a random batch of ALIGN's 16,384 would hold hundreds; composed, 64 hold
+          about eight.
+          This needs the world's ``color``/``count``/``shape`` columns: on other data, set
+          ``hard_negative_share=()`` and ``hard_negative_vary=None`` (the CLI does so for
+          ``--data``);
         * the temperature starts at 0.1, not 1.0, and learns 20x faster (``temperature_lr_scale``;
           Adam moves log σ by about one learning rate a step, so at 1e-3 it would take
           ln 10 / 1e-3 ≈ 2,300 steps to get from 1.0 to 0.1, see :mod:`align_lite.optim`). Even at
           20x, a start at 1.0 spends the first ~100 steps on soft logits (σ > 0.3) that teach little;
           every run here ends near σ ≈ 0.1 anyway;
-        * the image tower learns 3x faster (``image_lr_scale``): the ``tiny`` tower learns shape
+        * the image tower learns 5x faster (``image_lr_scale``): the ``tiny`` tower learns shape
           from labels in a few hundred steps at 3e-3 and far slower at 1e-3
-          (``benchmarks/shape_learning.py``), while the text tower does worse at 3e-3;
+          (``benchmarks/shape_learning.py``); with hard-negative batches 5e-3 is faster still,
+          while the text tower does worse at 3e-3;
         * no dropout in the text tower (``text_dropout=0``): in a run this short it only slows
           the text tower down.
 
@@ -241,8 +264,8 @@ class TrainConfig:
         temperature ablation (``benchmarks/chapter4_experiments.py``, which starts its learnable
         run at the paper's 1.0); both are in the book's appendix."""
         base = dict(model="tiny", batch_size=64, lr=1e-3, warmup_steps=20, max_steps=200, text_length=32,
-                    temperature=0.1, temperature_lr_scale=20.0, image_lr_scale=3.0, text_dropout=0.0, eval_size=256,
-                    eval_every=50, log_every=10)
+                    temperature=0.1, temperature_lr_scale=20.0, image_lr_scale=5.0, text_dropout=0.0, eval_size=256,
+                    eval_every=50, log_every=10, hard_negative_share=("color", "count"), hard_negative_vary="shape")
         return cls(**{**base, **overrides})
 
     @classmethod
@@ -273,8 +296,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"TrainConfig: unknown keys {unknown}")
         data = dict(data)
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
+        for name in ("betas", "hard_negative_share"):
+            if name in data:
+                data[name] = tuple(data[name])
         return cls(**data)
 
 
@@ -324,11 +348,17 @@ class StepBatchSampler:
     the epoch is rows ``t·G … t·G+G-1`` of that order (G = batch·accum·world; the last partial
     batch is dropped), and process ``rank`` gets its micro-batches ``rank·accum … rank·accum+accum-1``.
     Iteration starts at ``start_step`` and never ends.
+
+    ``order``, if given, replaces the shuffle: ``order(rng)`` returns a permutation of
+    ``0 … len(indices)-1`` drawn from the epoch's generator, e.g. a
+    :func:`~align_lite.data.hard_negatives.hard_negative_order` (hard-negative batches).
     """
 
     def __init__(self, indices: Sequence[int], batch_size: int, accum_steps: int = 1, rank: int = 0,
-                 world_size: int = 1, seed: int = 0, start_step: int = 0):
+                 world_size: int = 1, seed: int = 0, start_step: int = 0,
+                 order: Callable[[np.random.Generator], np.ndarray] | None = None):
         self.indices = np.asarray(indices, dtype=np.int64)
+        self.order = order
         self.batch_size, self.accum_steps = batch_size, accum_steps
         self.rank, self.world_size, self.seed, self.start_step = rank, world_size, seed, start_step
         self.global_batch = batch_size * accum_steps * world_size
@@ -345,7 +375,8 @@ class StepBatchSampler:
         return {"epoch": epoch, "batch_in_epoch": batch, "samples_seen": step * self.global_batch}
 
     def _order(self, epoch: int) -> np.ndarray:
-        return self.indices[np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))]
+        rng = np.random.default_rng([self.seed, epoch])
+        return self.indices[self.order(rng) if self.order is not None else rng.permutation(len(self.indices))]
 
     def __iter__(self) -> Iterator[list[int]]:
         step, epoch, order = self.start_step, -1, None
@@ -445,6 +476,30 @@ def _lazy(make: Callable[[], Iterable[str]]) -> Iterator[str]:
     """The texts of ``make()``, read only if iterated: a stream's alt-texts are read by the process
     that learns the tokenizer (process 0), not by every process."""
     yield from make()
+
+
+def hard_negative_batches(config: TrainConfig, dataset: Any, indices: Sequence[int],
+                          streaming: bool = False) -> Callable[[np.random.Generator], np.ndarray] | None:
+    """The epoch order for ``config``'s hard-negative batches over ``dataset``'s rows
+    ``indices`` (:func:`~align_lite.data.hard_negatives.hard_negative_order` of the columns
+    ``hard_negative_share`` and ``hard_negative_vary`` of ``dataset.table``), or None for plain
+    shuffling. Data without those columns is an error, not a silent fallback."""
+    if not config.hard_negative_share:
+        return None
+    names = (*config.hard_negative_share, config.hard_negative_vary)
+    table = None if streaming else getattr(dataset, "table", None)
+    have = [] if table is None else list(table.column_names)
+    if table is None or any(name not in have for name in names) or table.num_rows != len(dataset):
+        raise ValueError(
+            f"hard-negative batches group rows by the columns {list(names)}, which the training data "
+            f"does not have (its table: {have or 'none'}{'; streamed data has none' if streaming else ''}). "
+            "Train with plain shuffling: hard_negative_share=() and hard_negative_vary=None "
+            "(CLI: --hard-negatives none)")
+    columns = [table[name].to_pylist() for name in names]
+    shared = [tuple(c[i] for c in columns[:-1]) for i in indices]
+    shared = [None if None in key else key for key in shared]
+    varied = [columns[-1][i] for i in indices]
+    return functools.partial(hard_negative_order, shared, varied)
 
 
 def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, Iterable[str]]:
@@ -694,6 +749,7 @@ class Trainer:
             self.eval_indices = np.sort(order[:config.eval_size]).tolist()
             self.train_indices = np.sort(order[config.eval_size:]).tolist()
             tokenizer_texts = [texts[i] for i in self.train_indices]
+        self.batch_order = hard_negative_batches(config, self.train_ds, self.train_indices, self.streaming)
 
         # Tokenizer: the checkpoint's when resuming, else the one given, else learnt from the
         # training texts by process 0 and sent to the others (one process reads the texts).
@@ -788,7 +844,7 @@ class Trainer:
         if self.streaming:
             return self._stream_loader(start_step)
         sampler = StepBatchSampler(self.train_indices, c.batch_size, c.accum_steps, self.dist.rank,
-                                   self.dist.world_size, c.seed, start_step)
+                                   self.dist.world_size, c.seed, start_step, order=self.batch_order)
         self.sampler = sampler
         return iter(torch.utils.data.DataLoader(
             SkipBadSamples(self.train_ds), batch_sampler=sampler, collate_fn=self.collate,

@@ -73,7 +73,7 @@ def test_tiny_recipe_undoes_one_departure_per_run_at_toy_size():
         assert all(getattr(base, key) != value for key, value in fields.items()), name
     runs = tiny_recipe.ablation(base, ex.WorldEval.from_world(n=24), names=("recipe (cpu_tiny)", "[CLS] pooling"))
     assert [r.config["text_pooling"] for r in runs] == [None, "cls"]
-    assert runs[0].config["image_lr_scale"] == 3.0 and runs[0].steps[-1] == 2
+    assert runs[0].config["image_lr_scale"] == 5.0 and runs[0].steps[-1] == 2
     table = tiny_recipe.markdown(runs, 2, 1, 1.0, ex.WorldEval.from_world(n=24))
     assert "| [CLS] pooling |" in table and "| recipe (cpu_tiny) |" in table
 

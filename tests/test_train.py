@@ -110,7 +110,7 @@ def test_image_lr_scale_gives_the_image_tower_its_own_groups():
 
 def test_train_config_overrides_the_text_pooling_and_checks_it():
     trainer_config = TrainConfig.cpu_tiny()
-    assert (trainer_config.image_lr_scale, trainer_config.text_dropout) == (3.0, 0.0)
+    assert (trainer_config.image_lr_scale, trainer_config.text_dropout) == (5.0, 0.0)
     with pytest.raises(ValueError, match="text_pooling"):
         TrainConfig(text_pooling="max")
     with pytest.raises(ValueError, match="image_lr_scale"):
