@@ -158,3 +158,34 @@ def test_cli_turns_hard_negatives_off_for_a_pair_folder_and_says_so(tmp_path, ca
     assert main([*args[:4], str(tmp_path / "run2"), *args[5:], "--hard-negatives", "color:shape"]) == 1
     err = capsys.readouterr().err
     assert "does not have" in err and "--hard-negatives none" in err
+
+
+def test_a_run_on_hard_negative_batches_resumes_to_the_same_weights(tmp_path):
+    """Interrupted after 3 steps and resumed to 7, across two epoch boundaries (40 rows, batch 8:
+    5 steps an epoch), the run ends with the weights of an uninterrupted one; its batches are the
+    hard-negative order's."""
+    from dataclasses import replace
+
+    import torch
+
+    from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
+    from align_lite.train import Trainer, train
+
+    config = TrainConfig.cpu_tiny(batch_size=8, world_n=40, vocab_size=300, text_length=16, max_steps=7,
+                                  warmup_steps=2, eval_size=0, eval_every=0, ckpt_every=3, log_every=1,
+                                  tensorboard=False)
+    table = make_world_table(WorldConfig.clean(n=40, seed=0))
+    tokenizer = train_tokenizer(table["text"].to_pylist(), TokenizerConfig(vocab_size=300, max_length=16))
+    straight = train(config, out_dir=tmp_path / "straight", tokenizer=tokenizer)
+    train(replace(config, max_steps=3, schedule_steps=7), out_dir=tmp_path / "split", tokenizer=tokenizer)
+    resumed = train(config, out_dir=tmp_path / "split", resume=True)
+    assert resumed.step == 7
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        torch.testing.assert_close(b, a, msg=name)
+
+    trainer = Trainer(config, tokenizer=tokenizer)
+    trainer.loader(0)  # builds the sampler the run draws its batches from
+    sampler_batches = list(itertools.islice(iter(trainer.sampler), 5))
+    shared = list(zip(table["color"].to_pylist(), table["count"].to_pylist()))
+    expected = hard_negative_order(shared, table["shape"].to_pylist(), np.random.default_rng([config.seed, 0]))
+    assert [i for b in sampler_batches for i in b] == expected.tolist()
