@@ -325,8 +325,6 @@ def _run_recipes(args: argparse.Namespace) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from dataclasses import replace
-
     from align_lite.models import PRESETS
     from align_lite.train import TrainConfig, train
 

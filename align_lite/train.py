@@ -241,10 +241,9 @@ class TrainConfig:
 
         * hard-negative batches (:mod:`align_lite.data.hard_negatives`): each batch is made of runs
           of rows with the same colour and number of objects and different shapes, so that within
-          a run only the shape tells the pairs apart. A random batch of 64 holds about two such
-          near misses per pair, a random batch of ALIGN's 16,384 would hold hundreds; composed, 64 hold
-          about eight.
-          This needs the world's ``color``/``count``/``shape`` columns: on other data, set
+          a run only the shape tells the pairs apart. A shuffled batch of 64 holds about two such
+          near misses per pair (a shuffled batch of ALIGN's 16,384 would hold hundreds), a composed
+          one about eight. This needs the world's ``color``/``count``/``shape`` columns: on other data, set
           ``hard_negative_share=()`` and ``hard_negative_vary=None`` (the CLI does so for
           ``--data``);
         * the temperature starts at 0.1, not 1.0, and learns 20x faster (``temperature_lr_scale``;

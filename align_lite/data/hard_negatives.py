@@ -1,10 +1,10 @@
 """Hard-negative batches: runs of rows that share some attributes and differ in one.
 
 The contrastive loss only teaches what tells a pair apart from the other pairs *in its batch*.
-In a random batch of 64 world rows, a caption rarely has a negative of the same colour and the
-same number of objects (there are 32 such cells, so about one), so the cheapest way to win is
-colour, count, size and position, and the shape of a lone object is learnt last. ALIGN's batch
-of 16,384 holds hundreds of such near misses for every pair. A CPU batch of 64 can hold them too
+In a shuffled batch of 64 world rows, a caption has about two negatives of the same colour and
+the same number of objects (there are 32 such cells), so the cheapest way to win is colour,
+count, size and position, and the shape of a lone object is learnt last. A shuffled batch of
+ALIGN's 16,384 world rows would hold hundreds of such near misses for every pair. A CPU batch of 64 can hold them too
 if it is *composed*: :func:`hard_negative_order` lays the rows out in runs that share the
 ``shared`` attributes (say colour and count) and differ in ``varied`` (say shape), so that
 within a run, only the varied attribute tells the pairs apart. Batches cut from that order (as
