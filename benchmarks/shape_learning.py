@@ -136,17 +136,11 @@ def contrastive_diagnosis(model: nn.Module, tokenizer, train: tuple, held_out_pi
             "zero_shot_shape_given_colour": (within_colour == labels % N_SHAPES).float().mean().item()}
 
 
-def contrastive_shuffled(eval_data: WorldEval) -> dict:
-    """The book's contrastive run with plainly shuffled batches (the paper's), not hard-negative ones."""
-    config = replace(BOOK_MODEL, hard_negative_share=(), hard_negative_vary=None)
-    model, tokenizer, record = trained_model(config, cache=False)
+def contrastive_variant(eval_data: WorldEval, **changes) -> dict:
+    """The book's contrastive run with ``changes`` to its ``TrainConfig`` (e.g. shuffled batches,
+    a larger world), trained afresh and scored on ``eval_data``."""
+    model, tokenizer, record = trained_model(replace(BOOK_MODEL, **changes), cache=False)
     return {"steps": record["steps"][-1], **evaluate(model, tokenizer, eval_data)}
-
-
-def contrastive_bigger_world(rows: int, eval_data: WorldEval) -> dict:
-    """The book's contrastive run on a ``rows``-row world instead of 4,096: does more data help shape?"""
-    model, tokenizer, record = trained_model(replace(BOOK_MODEL, world_n=rows), cache=False)
-    return {"world_rows": rows, "steps": record["steps"][-1], **evaluate(model, tokenizer, eval_data)}
 
 
 class CutCaptions(torch.utils.data.Dataset):
@@ -156,7 +150,7 @@ class CutCaptions(torch.utils.data.Dataset):
     def __init__(self, config: TrainConfig):
         world = WorldConfig.clean(n=config.world_n, seed=config.world_seed)
         self.rows = world_rows(world, 64)
-        table = self.rows.world.table.select(["color", "shape", "other_color", "other_shape"]).to_pylist()
+        table = self.rows.table.select(["color", "shape", "other_color", "other_shape"]).to_pylist()
         self.texts = [" ".join(filter(None, r.values())) for r in table]
         self.table = self.rows.table  # the columns that hard-negative batches group by
 
@@ -230,8 +224,8 @@ def main() -> None:
                "torch": torch.__version__, "held_out_scenes": len(held_out[1]), "supervised": runs,
                "contrastive": contrastive_diagnosis(model, tokenizer, worlds[4_096], held_out_pixels, held_out_classes),
                "contrastive_book_model": {"steps": record["steps"][-1], **evaluate(model, tokenizer, eval_data)},
-               "contrastive_shuffled": contrastive_shuffled(eval_data),
-               "contrastive_bigger_world": contrastive_bigger_world(32_768, eval_data),
+               "contrastive_shuffled": contrastive_variant(eval_data, hard_negative_share=(), hard_negative_vary=None),
+               "contrastive_bigger_world": {"world_rows": 32_768, **contrastive_variant(eval_data, world_n=32_768)},
                "contrastive_cut_captions": contrastive_cut_captions(eval_data)}
     print(summary["contrastive"], summary["contrastive_bigger_world"], summary["contrastive_cut_captions"])
     write_report(args.out, "shape_learning", summary, to_markdown(summary))
