@@ -102,6 +102,7 @@ _THRESHOLD_HELP = {
     "min_unigrams": "drop alt-texts with fewer unigrams",
     "max_unigrams": "drop alt-texts with more unigrams",
     "rare_token_top_k": "vocabulary size K of the rare-token rule",
+    "segment_unspaced": "unigrams of Chinese/Japanese/Thai/...: ICU's dictionary words (no-: spaces only)",
 }
 
 
@@ -120,8 +121,10 @@ def _add_filter(commands) -> None:
     p.add_argument("--workers", type=int, default=2, help="threads decoding images")
     defaults = FilterConfig()
     for f in fields(FilterConfig):
-        flag = "--" + f.name.replace("_", "-")
-        p.add_argument(flag, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name),
+        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        switch = isinstance(default, bool)  # --segment-unspaced / --no-segment-unspaced
+        kind = {"action": argparse.BooleanOptionalAction} if switch else {"type": type(default)}
+        p.add_argument(flag, **kind, default=default,
                        help=f"{_THRESHOLD_HELP[f.name]} (default %(default)s)")
     p.set_defaults(handler=_run_filter)
 

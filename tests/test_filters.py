@@ -3,6 +3,8 @@ rules against the plain-Python reference."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -305,3 +307,175 @@ def test_kept_table_is_the_rows_that_pass():
     table = random_web_table(300, seed=3)
     result = apply_filters(table, FilterConfig(max_alt_texts_per_image=3))
     assert result.kept.equals(table.filter(pa.array(result.first_failed < 0)))
+
+
+# ------------------------------------------------------- scripts written without spaces (ICU)
+
+MULTILINGUAL = {  # real-looking emoji annotations (emojibase-data style), several per language
+    "en": ["grinning face with big eyes", "smiling face with smiling eyes", "red heart", "ok"],
+    "de": ["Grinsendes Gesicht mit großen Augen", "lächelndes Gesicht", "rotes Herz"],
+    "ja": ["にっこり笑う", "にっこり笑う 顔", "笑顔 | 目を細める | 幸せ", "赤いハート"],
+    "zh": ["区域指标 笑脸", "咧嘴笑的脸", "红心", "笑脸、微笑、开心"],
+    "th": ["หน้ายิ้มยิงฟัน", "หน้ายิ้ม ตายิ้ม", "หัวใจสีแดง"],
+    "ko": ["활짝 웃는 얼굴", "웃는 얼굴", "빨간색 하트"],
+    "emoji": ["😀 😃", "😀", "笑脸😀微笑", "笑脸 ⺀ 微笑", "⺀"],  # ⺀: a Han radical, a symbol
+    "empty": ["", "   ", "!!", None],
+}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("にっこり笑う", ["にっこり", "笑う"]),
+    ("区域指标 笑脸", ["区域", "指标", "笑脸"]),
+    ("หน้ายิ้มยิงฟัน", ["หน้า", "ยิ้ม", "ยิงฟัน"]),
+    ("활짝 웃는 얼굴", ["활짝", "웃는", "얼굴"]),  # Korean has spaces: unchanged
+    ("Grinning face: にっこり笑う!", ["grinning", "face", "にっこり", "笑う"]),
+    ("笑脸、微笑", ["笑脸", "微笑"]),  # ideographic punctuation is not a unigram
+    ("笑脸😀微笑 ⺀", ["笑脸", "微笑"]),  # nor is a symbol that ICU splits off or leaves alone
+    ("lächelndes Gesicht", ["lächelndes", "gesicht"]),
+    (None, []),
+])
+def test_unigrams_split_unspaced_scripts_into_dictionary_words(text, expected):
+    from align_lite.data.filters import unigrams
+
+    assert unigrams(text) == expected
+
+
+def test_unigrams_without_segmentation_are_the_space_separated_words():
+    from align_lite.data.filters import unigrams
+
+    assert unigrams("にっこり笑う", segment_unspaced=False) == ["にっこり笑う"]
+    assert unigrams("区域指标 笑脸", segment_unspaced=False) == ["区域指标", "笑脸"]
+
+
+@pytest.mark.parametrize("text", ["にっこり笑う顔", "区域指标 笑脸", "หน้ายิ้มยิงฟัน"])
+def test_unspaced_alt_text_of_three_words_passes_the_length_rule_only_when_segmented(text):
+    table = pairs([{"text": text}])
+    assert failing(table, "text_length") == [False]
+    assert failing(table, "text_length", FilterConfig(segment_unspaced=False)) == [True]
+
+
+def test_unspaced_detection_agrees_at_every_range_boundary():
+    from align_lite.data.filters import UNSPACED_PATTERN, UNSPACED_RANGES
+
+    points = sorted({p for lo, hi in UNSPACED_RANGES for p in (lo - 1, lo, hi, hi + 1)})
+    texts = [f"x {chr(p)}" for p in points if not 0xD800 <= p <= 0xDFFF]
+    tb = text_bytes(pa.array(texts))
+    expected = [i for i, t in enumerate(texts) if UNSPACED_PATTERN.search(t)]
+    assert tb.unspaced_rows.tolist() == expected
+    assert 0 < len(expected) < len(texts)
+
+
+def multilingual_table(n: int, seed: int) -> pa.Table:
+    """Mixed-script rows: repeated annotations, pairs of them, shared images, a language column."""
+    rng = np.random.default_rng(seed)
+    languages = list(MULTILINGUAL)
+    rows = []
+    for i in range(n):
+        language = languages[int(rng.integers(len(languages)))]
+        pool = MULTILINGUAL[language]
+        parts = [pool[int(j)] for j in rng.integers(0, len(pool), int(rng.integers(1, 4)))]
+        seps = ["", " ", ", "]
+        text = None if None in parts else "".join(p + seps[int(rng.integers(3))] for p in parts)
+        rows.append({"file_name": f"images/{int(rng.integers(0, n // 2))}.png", "text": text,
+                     "width": int(rng.integers(150, 500)), "height": 300, "language": language})
+    return pa.Table.from_pylist(rows)
+
+
+@pytest.mark.parametrize("segment", [True, False])
+@pytest.mark.parametrize("top_k", [10, 60, 100_000_000])
+def test_vectorised_rules_equal_the_reference_on_mixed_scripts(segment, top_k):
+    from align_lite.data.filters import unigrams
+
+    table = multilingual_table(1500, seed=top_k)
+    config = FilterConfig(rare_token_top_k=top_k, max_images_per_alt_text=4,
+                          max_alt_texts_per_image=4, segment_unspaced=segment)
+    fast = filter_masks(table, config)
+    slow = reference_filter_masks(table.to_pylist(), config)
+    for rule in RULES:
+        np.testing.assert_array_equal(fast[rule], slow[rule], err_msg=rule)
+    tb = text_bytes(table.column("text"), segment)
+    words = [unigrams(t, segment) for t in table.column("text").to_pylist()]
+    assert normalized_texts(tb).to_pylist() == [" ".join(w) for w in words]
+    assert tb.words_per_row.tolist() == [len(w) for w in words]
+    assert fast["text_length"].any() and not fast["text_length"].all()
+
+
+def test_segmentation_changes_only_rows_of_unspaced_scripts():
+    table = multilingual_table(600, seed=5)
+    on = filter_masks(table)["text_length"]
+    off = filter_masks(table, FilterConfig(segment_unspaced=False))["text_length"]
+    language = np.array(table.column("language").to_pylist())
+    changed = set(language[on != off])
+    assert changed and changed <= {"ja", "zh", "th", "emoji"}
+    # without segmentation a ja/zh/th row needs 3+ spaced phrases to pass (about half fail);
+    # with it, only one-word annotations ("红心") are too short
+    cjk = np.isin(language, ["ja", "zh", "th"])
+    assert on[cjk].mean() < 0.2 and off[cjk].mean() > 0.4
+
+
+def test_segment_unspaced_false_reproduces_the_whitespace_counts():
+    from align_lite.data.filters import WORD_PATTERN
+
+    table = multilingual_table(400, seed=9)
+    tb = text_bytes(table.column("text"), segment_unspaced=False)
+    texts = table.column("text").to_pylist()
+    expected = [len(WORD_PATTERN.findall((t or "").lower())) for t in texts]
+    assert tb.words_per_row.tolist() == expected
+    # on text without unspaced scripts the setting changes nothing at all
+    web = random_web_table(800, seed=4)
+    config = FilterConfig(rare_token_top_k=50, max_alt_texts_per_image=3)
+    report = apply_filters(web, config).report.to_dict()
+    whitespace_only = dataclasses.replace(config, segment_unspaced=False)
+    old = apply_filters(web, whitespace_only).report.to_dict()
+    assert report == old
+
+
+def test_report_by_language_adds_up_per_group_and_in_total():
+    from align_lite.data.filters import report_by
+
+    table = multilingual_table(900, seed=2)
+    extra = {"eval_duplicate": np.arange(900) % 17 == 0}
+    result = apply_filters(table, FilterConfig(rare_token_top_k=40), extra_rules=extra,
+                           skipped={"corrupt_image": 5}, group_by="language")
+    by = result.report.by_group
+    assert by is not None and by.rules == [*RULES, "eval_duplicate"]
+    languages = table.column("language").to_pylist()
+    assert [g.group for g in by.groups] == sorted(set(languages))
+    for g in by.groups:
+        rows = [i for i, lang in enumerate(languages) if lang == g.group]
+        assert g.rows_in == len(rows) == g.kept + sum(g.removed.values())
+        assert g.kept == int((result.first_failed[rows] < 0).sum())
+    total = by.total()
+    assert total.rows_in == table.num_rows == result.report.rows_in - 5
+    assert total.kept == result.report.kept
+    table_rules = [r for r in result.report.rules if r.rule != "bad_input"]
+    assert total.removed == {r.rule: r.removed for r in table_rules}
+    assert report_by(table, result, "language") == by
+    frame = by.to_frame()
+    assert frame.loc["ja", "rows_in"] == next(g.rows_in for g in by.groups if g.group == "ja")
+    assert (frame["rows_in"] == frame.drop(columns="rows_in").sum(axis=1)).all()
+    assert "| **total** | 900 |" in result.report.to_markdown()
+    groups = result.report.to_dict()["by_group"]["groups"]
+    assert groups["th"]["rows_in"] == frame.loc["th", "rows_in"]
+
+
+def test_report_by_missing_values_and_wrong_inputs():
+    from align_lite.data.filters import report_by
+
+    table = pairs([{"language": "en"}, {"language": None}, {"language": "en", "text": "x"}])
+    result = apply_filters(table, group_by="language")
+    groups = {g.group: (g.rows_in, g.kept) for g in result.report.by_group.groups}
+    assert groups == {"(missing)": (1, 1), "en": (2, 1)}
+    with pytest.raises(ValueError, match="lacks column"):
+        apply_filters(table, group_by="locale")
+    with pytest.raises(ValueError, match="covers 3 rows"):
+        report_by(table.slice(0, 2), result, "language")
+
+
+def test_cli_exposes_the_segmentation_switch():
+    from align_lite.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["data", "filter", "in", "--out", "o"]).segment_unspaced is True
+    args = parser.parse_args(["data", "filter", "in", "--out", "o", "--no-segment-unspaced"])
+    assert args.segment_unspaced is False

@@ -276,3 +276,14 @@ def test_the_same_texts_give_the_same_vocabulary_in_another_process(tmp_path):
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)]
     assert runs[0] == runs[1] and len(runs[0]) > 1000
+
+
+def test_strip_accents_false_keeps_vowel_signs_of_hindi_and_thai():
+    texts = ["चेहरा खुश", "หน้ายิ้ม", "Lächelnd"] * 3
+    bert = train_tokenizer(texts, TokenizerConfig(vocab_size=200))
+    kept = train_tokenizer(texts, TokenizerConfig(vocab_size=200, strip_accents=False))
+    # BERT's rule (strip accents when lower-casing) erases the combining vowel signs
+    assert "".join(bert.tokens("चेहरा")[1:-1]).replace("##", "") == "चहरा"  # े (a non-spacing mark) is gone
+    assert "".join(kept.tokens("चेहरा")[1:-1]).replace("##", "") == "चेहरा"
+    assert "".join(kept.tokens("หน้ายิ้ม")[1:-1]).replace("##", "") == "หน้ายิ้ม"
+    assert kept.tokens("Lächelnd")[1:-1] == ["lächelnd"] and bert.tokens("Lächelnd")[1:-1] == ["lachelnd"]

@@ -22,11 +22,26 @@ Further masks computed elsewhere (e.g. near-duplicates of eval images, :mod:`.de
 to :func:`apply_filters` as ``extra_rules`` and attributed after these.
 
 Text conventions (shared by the vectorised rules and the plain-Python reference
-:func:`reference_filter_masks`): an alt-text is lower-cased, every run of characters that are not
-letters, digits or ``_`` becomes one space; its *unigrams* are the remaining space-separated
-words, its *bigrams* the adjacent unigram pairs. Two alt-texts are "the same" when these
-normalised forms are equal. Images are identified by the ``image_key`` column if present
-(e.g. a content hash), else by ``file_name``.
+:func:`reference_filter_masks`; :func:`unigrams` shows them on one text): an alt-text is
+lower-cased, every run of ASCII characters that are not letters, digits or ``_`` becomes one
+space, and the remaining space-separated pieces are its words. A word that holds a character of a
+script written without spaces (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar:
+:data:`UNSPACED_PATTERN`) is then split into dictionary words by ICU's word breaker (root locale:
+the filters do not know a text's language), keeping the pieces with a letter, digit or ``_``.
+The resulting words are the alt-text's *unigrams*, adjacent pairs its *bigrams*; joined by single
+spaces they are its normalised form, and two alt-texts are "the same" when these are equal.
+
+Why: the paper counts the unigrams of mostly English alt-text, where words are space-separated.
+"にっこり笑う" or "หน้ายิ้มยิงฟัน" has no space, so split on spaces alone it is *one* unigram and
+the length rule drops nearly every Japanese, Chinese or Thai alt-text, while the rare-token rule
+treats whole phrases as tokens. Counting characters instead would make a two-character Chinese
+word ("笑脸") two unigrams; ICU's dictionary words ("にっこり" "笑う", "หน้า" "ยิ้ม" "ยิงฟัน") are
+the closest match to what the paper counts. Korean is written with spaces and is left alone.
+``FilterConfig(segment_unspaced=False)`` restores the whitespace-only convention, for comparison.
+
+Images are identified by the ``image_key`` column if present (e.g. a content hash), else by
+``file_name``. :func:`report_by` breaks a result's report down by the values of a column
+(e.g. ``language``).
 """
 
 from __future__ import annotations
@@ -34,14 +49,20 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from icu4py.breakers import WordBreaker
+from icu4py.locale import Locale
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The table rules in the order they are attributed.
 RULES: tuple[str, ...] = (
@@ -77,6 +98,8 @@ class FilterConfig:
     min_unigrams: int = 3
     max_unigrams: int = 20
     rare_token_top_k: int = 100_000_000
+    #: split words of scripts written without spaces into dictionary words (module docstring)
+    segment_unspaced: bool = True
 
     def __post_init__(self) -> None:
         if self.min_image_side < 0 or self.max_aspect_ratio < 1:
@@ -110,6 +133,59 @@ _WORD_BYTE[ord("_")] = True
 #: The same rule as a Python regular expression (used by the plain-Python reference).
 WORD_PATTERN = re.compile(r"[0-9A-Za-z_\u0080-\U0010ffff]+")
 
+#: Code-point ranges of the scripts written without spaces between words: Thai, Lao, Myanmar,
+#: Khmer, Han (radicals, 々 〆 〇 and other ideographic marks, CJK ideographs and their
+#: extensions), Hiragana and Katakana (with the half-width forms and the kana supplements).
+UNSPACED_RANGES: tuple[tuple[int, int], ...] = (
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x1000, 0x109F), (0xA9E0, 0xA9FF), (0xAA60, 0xAA7F),  # Myanmar
+    (0x1780, 0x17FF), (0x19E0, 0x19FF),  # Khmer
+    (0x2E80, 0x2FDF), (0x3005, 0x3007), (0x3021, 0x3029), (0x3038, 0x303B),  # Han marks
+    (0x3041, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9F), (0x1B000, 0x1B16F),  # kana
+    (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3FFFF),  # Han
+)
+#: A character of :data:`UNSPACED_RANGES`, as a Python regular expression ...
+UNSPACED_PATTERN = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in UNSPACED_RANGES) + "]")
+#: ... and as an RE2 one (Arrow's ``match_substring_regex``).
+_UNSPACED_RE2 = "[" + "".join(f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in UNSPACED_RANGES) + "]"
+#: Every character of these scripts is 3 or 4 bytes in UTF-8, led by a byte >= 0xE0.
+_UNSPACED_MIN_LEAD_BYTE = 0xE0
+_ROOT_LOCALE = Locale("root")
+
+
+def unigrams(text: str | None, segment_unspaced: bool = True) -> list[str]:
+    """The unigrams of one alt-text, as every rule counts them (module docstring).
+
+    >>> unigrams("Grinning face: にっこり笑う!")
+    ['grinning', 'face', 'にっこり', '笑う']
+    """
+    words = WORD_PATTERN.findall((text or "").lower())
+    return segmented(words) if segment_unspaced else words
+
+
+def segmented(words: Iterable[str]) -> list[str]:
+    """``words`` with each word of an unspaced script replaced by its dictionary words."""
+    return [
+        piece
+        for word in words
+        for piece in (dictionary_words(word) if UNSPACED_PATTERN.search(word) else (word,))
+    ]
+
+
+@lru_cache(maxsize=1 << 18)
+def dictionary_words(word: str) -> tuple[str, ...]:
+    """ICU's dictionary-based word segments of ``word`` that hold a letter, digit or ``_``.
+
+    >>> dictionary_words("หน้ายิ้มยิงฟัน")
+    ('หน้า', 'ยิ้ม', 'ยิงฟัน')
+    """
+    return tuple(s for s in WordBreaker(word, _ROOT_LOCALE) if _is_word_segment(s))
+
+
+def _is_word_segment(segment: str) -> bool:
+    """The segment holds a letter, digit or ``_`` (not only punctuation, spaces or symbols)."""
+    return any(ch.isalnum() or ch == "_" for ch in segment)
+
 
 #: Number of set bits of every byte value (a popcount table for bit-packed masks).
 _POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
@@ -121,18 +197,22 @@ class TextBytes:
 
     ``lower``: (N,) the lower-cased texts (nulls → ``""``) as an Arrow string array;
     ``data``: (B,) uint8 their bytes, one buffer; ``offsets``: (N+1,) int64 row boundaries
-    into ``data``. The rest is computed on first use and cached: ``space``/``word`` (B,) bool;
+    into ``data``; ``segment_unspaced``: split words of unspaced scripts (module docstring).
+    The rest is computed on first use and cached: ``space``/``word`` (B,) bool;
     ``clean``/``words_per_row`` (N,); ``normalized`` (N,) strings; ``starts``/``ends``/``rows``
-    (T,) int64, one entry per word.
+    (T,) int64, one entry per space-separated word (before ICU's segmentation).
 
     Most alt-texts are already normalised once lower-cased ("a red circle"), so the per-row
     facts that the rules need (word counts, normalised texts) take a few cheap passes over the
     bytes, and the word-by-word work is done only for the few rows that are not :attr:`clean`.
+    Likewise only the rows with a character of an unspaced script (:attr:`unspaced_rows`) go
+    through ICU, once per distinct word.
     """
 
     lower: pa.Array
     data: np.ndarray
     offsets: np.ndarray
+    segment_unspaced: bool = True
 
     @property
     def n_rows(self) -> int:
@@ -179,22 +259,75 @@ class TextBytes:
         return self.subset(self.dirty_rows)
 
     @cached_property
-    def normalized(self) -> pa.Array:
-        """(N,) the normalised texts (see :func:`normalized_texts`)."""
+    def spaced_normalized(self) -> pa.Array:
+        """(N,) each row's space-separated words joined by single spaces (no ICU segmentation)."""
         if not len(self.dirty_rows):
             return self.lower
         fixed = _joined_words(self.dirty).cast(self.lower.type)
         return pc.replace_with_mask(self.lower, pa.array(~self.clean), fixed)
 
     @cached_property
-    def words_per_row(self) -> np.ndarray:
-        """(N,) int64 number of unigrams in each row.
+    def spaced_words_per_row(self) -> np.ndarray:
+        """(N,) int64 number of space-separated words in each row (no ICU segmentation).
 
         A clean row has one word more than spaces (none when empty); the other rows count
         their words one by one, in the TextBytes of just those rows (:attr:`dirty`).
         """
         counts = _count_per_row(self.space, self.offsets) + (np.diff(self.offsets) > 0)
         counts[self.dirty_rows] = np.bincount(self.dirty.rows, minlength=len(self.dirty_rows))
+        return counts
+
+    @cached_property
+    def unspaced_rows(self) -> np.ndarray:
+        """(U,) int64 the rows with a character of an unspaced script; none unless segmenting.
+
+        Such characters are 3-4 UTF-8 bytes led by a byte >= 0xE0, so columns without one (all
+        of Latin, Greek, Cyrillic ...) skip the regular expression.
+        """
+        if not self.segment_unspaced or self.data.max(initial=0) < _UNSPACED_MIN_LEAD_BYTE:
+            return np.zeros(0, dtype=np.int64)
+        found = pc.match_substring_regex(self.lower, _UNSPACED_RE2)
+        return np.flatnonzero(found.to_numpy(zero_copy_only=False))
+
+    @cached_property
+    def _segmented(self) -> tuple[pa.Array, np.ndarray]:
+        """The :attr:`unspaced_rows`' normalised texts (U,) and unigram counts (U,) int64.
+
+        Their words are dictionary-encoded, so ICU runs once per distinct word (and, through
+        :func:`dictionary_words`'s cache, once per word across calls); every word is then
+        replaced by its segments and the rows are joined again in Arrow.
+        """
+        rows = self.unspaced_rows
+        # every such row has a word (its unspaced character), so no row is dropped here
+        codes, vocab = encode(spaced_word_array(self.spaced_normalized.take(pa.array(rows))))
+        pieces = [segmented([word[:-1]]) for word in vocab.to_pylist()]  # word[:-1]: no space
+        n_pieces = np.array([len(p) for p in pieces], dtype=np.int64)[codes]
+        joined = pa.array([" ".join(p) for p in pieces], pa.large_string()).take(pa.array(codes))
+        word_rows = np.repeat(np.arange(len(rows)), self.spaced_words_per_row[rows])
+        kept = n_pieces > 0  # a word of symbols alone (the Han radical "⺀") leaves nothing
+        per_row = np.bincount(word_rows[kept], minlength=len(rows))
+        offsets = pa.array(np.concatenate([[0], np.cumsum(per_row)]), pa.int64())
+        lists = pa.LargeListArray.from_arrays(offsets, joined.filter(pa.array(kept)))
+        counts = np.bincount(word_rows, weights=n_pieces, minlength=len(rows)).astype(np.int64)
+        return pc.binary_join(lists, pa.scalar(" ", pa.large_string())), counts
+
+    @cached_property
+    def normalized(self) -> pa.Array:
+        """(N,) the normalised texts (see :func:`normalized_texts`)."""
+        if not len(self.unspaced_rows):
+            return self.spaced_normalized
+        mask = np.zeros(self.n_rows, dtype=bool)
+        mask[self.unspaced_rows] = True
+        spaced = self.spaced_normalized
+        return pc.replace_with_mask(spaced, pa.array(mask), self._segmented[0].cast(spaced.type))
+
+    @cached_property
+    def words_per_row(self) -> np.ndarray:
+        """(N,) int64 number of unigrams in each row (module docstring)."""
+        if not len(self.unspaced_rows):
+            return self.spaced_words_per_row
+        counts = self.spaced_words_per_row.copy()
+        counts[self.unspaced_rows] = self._segmented[1]
         return counts
 
     @cached_property
@@ -247,7 +380,7 @@ class TextBytes:
 
     def subset(self, rows: np.ndarray) -> TextBytes:
         """The TextBytes of just ``rows`` (R,) int64 (already lower-cased, not again)."""
-        return _lowered_text_bytes(self.lower.take(pa.array(rows)))
+        return _lowered_text_bytes(self.lower.take(pa.array(rows)), self.segment_unspaced)
 
 
 def _row_bytes(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -273,17 +406,19 @@ def _count_per_row(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.diff(before.astype(np.int64))
 
 
-def text_bytes(texts: pa.Array | pa.ChunkedArray) -> TextBytes:
+def text_bytes(texts: pa.Array | pa.ChunkedArray, segment_unspaced: bool = True) -> TextBytes:
     """Lower-case ``texts`` (nulls → ``""``) and view them as one byte buffer.
 
     Pure-ASCII columns (the usual case) take Arrow's faster ASCII kernel: same result there.
+    ``segment_unspaced``: split words of unspaced scripts into dictionary words (module
+    docstring); False counts space-separated words only.
     """
     texts = pc.fill_null(texts, "")
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     ascii_only = _string_buffers(texts)[0].max(initial=0) < 0x80
     lower = pc.ascii_lower(texts) if ascii_only else pc.utf8_lower(texts)
-    return _lowered_text_bytes(lower)
+    return _lowered_text_bytes(lower, segment_unspaced)
 
 
 def _string_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -297,9 +432,9 @@ def _string_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return data[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
-def _lowered_text_bytes(lower: pa.Array) -> TextBytes:
+def _lowered_text_bytes(lower: pa.Array, segment_unspaced: bool = True) -> TextBytes:
     """The TextBytes of an already lower-cased, null-free string or large_string array."""
-    return TextBytes(lower, *_string_buffers(lower))
+    return TextBytes(lower, *_string_buffers(lower), segment_unspaced)
 
 
 def _string_array(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
@@ -309,10 +444,11 @@ def _string_array(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
 
 
 def normalized_texts(tb: TextBytes) -> pa.Array:
-    """(N,) each row's words joined by single spaces: the key under which alt-texts are compared.
+    """(N,) each row's unigrams joined by single spaces: the key under which alt-texts are compared.
 
     Clean rows (:attr:`TextBytes.clean`) are their own normal form; only the others are
-    rebuilt word by word (:func:`_joined_words`) and put in their place. Cached on ``tb``.
+    rebuilt word by word (:func:`_joined_words`) and put in their place, and the rows of
+    unspaced scripts are then segmented by ICU (:attr:`TextBytes.unspaced_rows`). Cached on ``tb``.
     """
     return tb.normalized
 
@@ -492,7 +628,7 @@ def filter_masks(table: pa.Table, config: FilterConfig = FilterConfig()) -> dict
     # words, while the other normalises and hashes the texts.
     with ThreadPoolExecutor(max_workers=1) as pool:
         image_codes = pool.submit(lambda: encode(image_keys(table))[0])
-        tb = text_bytes(table.column("text"))
+        tb = text_bytes(table.column("text"), config.segment_unspaced)
         normalized = normalized_texts(tb)  # finds the clean rows, used by words_per_row
         words_per_row = pool.submit(lambda: tb.words_per_row)
         text_codes = encode(normalized)[0]
@@ -549,19 +685,23 @@ class FilterReport:
     rows_in: int
     kept: int
     rules: list[RuleOutcome]
+    by_group: GroupReport | None = None  # the same counts per value of a column (report_by)
 
     @property
     def removed(self) -> int:
         return sum(r.removed for r in self.rules)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "rows_in": self.rows_in,
             "kept": self.kept,
             "removed": {r.rule: r.removed for r in self.rules},
             "failed": {r.rule: r.failed for r in self.rules},
             "rules": [asdict(r) for r in self.rules],
         }
+        if self.by_group is not None:
+            out["by_group"] = self.by_group.to_dict()
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
@@ -575,7 +715,92 @@ class FilterReport:
             f"| {r.rule} | {r.description} | {r.removed:,} | {r.failed:,} |" for r in self.rules
         ]
         lines.append(f"| **kept** | | **{self.kept:,}** of {self.rows_in:,} | |")
+        if self.by_group is not None:
+            lines += ["", self.by_group.to_markdown()]
         return "\n".join(lines)
+
+
+@dataclass
+class GroupCounts:
+    """One group's line of a :class:`GroupReport`: ``rows_in == kept + Σ removed``."""
+
+    group: str
+    rows_in: int
+    kept: int
+    removed: dict[str, int]  # rule -> rows of the group dropped by it and by no earlier rule
+
+
+@dataclass
+class GroupReport:
+    """A :class:`FilterReport` broken down by the values of one column (e.g. ``language``).
+
+    Each row is attributed to its first failed rule, as in the report; the groups' ``rows_in``
+    add up to the filtered table's rows, i.e. the report's ``rows_in`` less ``bad_input``
+    (rows dropped while reading belong to no group). Groups are sorted by name; a missing
+    value is the group ``"(missing)"``.
+    """
+
+    column: str
+    rules: list[str]
+    groups: list[GroupCounts]
+
+    def total(self) -> GroupCounts:
+        """The sum over all groups."""
+        removed = {rule: sum(g.removed[rule] for g in self.groups) for rule in self.rules}
+        return GroupCounts("total", sum(g.rows_in for g in self.groups),
+                           sum(g.kept for g in self.groups), removed)
+
+    def to_dict(self) -> dict:
+        return {"column": self.column, "rules": self.rules,
+                "groups": {g.group: {"rows_in": g.rows_in, "kept": g.kept, "removed": g.removed}
+                           for g in self.groups}}
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per group: ``rows_in``, rows removed by each rule, ``kept`` (needs pandas)."""
+        import pandas as pd
+
+        records = [{"rows_in": g.rows_in, **g.removed, "kept": g.kept} for g in self.groups]
+        index = pd.Index([g.group for g in self.groups], name=self.column)
+        return pd.DataFrame(records, index=index, columns=["rows_in", *self.rules, "kept"])
+
+    def to_markdown(self) -> str:
+        """A Markdown table: one line per group and a total; removed counts in rule order."""
+        lines = [f"| {self.column} | rows | " + " | ".join(self.rules) + " | kept | kept % |",
+                 "|---|" + "---:|" * (len(self.rules) + 3)]
+        total = self.total()
+        for g, name in [*((g, g.group) for g in self.groups), (total, "**total**")]:
+            share = f"{100 * g.kept / g.rows_in:.1f}" if g.rows_in else "–"
+            removed = " | ".join(f"{g.removed[rule]:,}" for rule in self.rules)
+            lines.append(f"| {name} | {g.rows_in:,} | {removed} | {g.kept:,} | {share} |")
+        return "\n".join(lines)
+
+
+def report_by(table: pa.Table, result: FilterResult, column: str) -> GroupReport:
+    """The per-rule counts of ``result`` (:func:`apply_filters` of ``table``) per value of ``column``."""
+    _require(table, (column,))
+    if len(result.first_failed) != table.num_rows:
+        n_result = len(result.first_failed)
+        raise ValueError(f"the result covers {n_result} rows, the table {table.num_rows}")
+    rules = [r.rule for r in result.report.rules if r.rule != "bad_input"]
+    codes, values = _group_codes(table.column(column))
+    width = len(rules) + 1  # column 0: kept, then one per rule
+    cells = codes * width + result.first_failed.astype(np.int64) + 1
+    counts = np.bincount(cells, minlength=len(values) * width).reshape(len(values), width)
+    groups = [
+        GroupCounts(name, int(row.sum()), int(row[0]), dict(zip(rules, map(int, row[1:]))))
+        for name, row in zip(values, counts)
+    ]
+    return GroupReport(column, rules, sorted(groups, key=lambda g: g.group))
+
+
+def _group_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
+    """(N,) int64 group of each row and the group names (missing values: ``"(missing)"``)."""
+    encoded = pc.dictionary_encode(column, null_encoding="encode")
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks() if encoded.num_chunks else pa.array([], encoded.type)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names = ["(missing)" if v is None else str(v) for v in encoded.dictionary.to_pylist()]
+    return codes, names
 
 
 @dataclass
@@ -591,13 +816,18 @@ def apply_filters(
     extra_rules: Mapping[str, np.ndarray] | None = None,
     skipped: Mapping[str, int] | None = None,
     n_examples: int = 3,
+    group_by: str | None = None,
 ) -> FilterResult:
     """Run every rule, attribute each dropped row to the first rule it fails, keep the rest.
 
     ``extra_rules``: more (N,) bool masks, attributed after the table rules, in the given order.
     ``skipped``: rows dropped before the table existed (bad input while reading), reported as
     the ``bad_input`` rule so that the report covers every input row.
+    ``group_by``: a column (e.g. ``"language"``) whose values the report is broken down by
+    (:func:`report_by`, stored as ``report.by_group``).
     """
+    if group_by is not None:
+        _require(table, (group_by,))
     masks = filter_masks(table, config)
     for name, mask in (extra_rules or {}).items():
         mask = np.asarray(mask, dtype=bool)
@@ -615,7 +845,10 @@ def apply_filters(
         )
     kept = _filter_rows(table, first_failed < 0)
     rows_in = table.num_rows + (sum(skipped.values()) if skipped else 0)
-    return FilterResult(kept, FilterReport(rows_in, kept.num_rows, outcomes), first_failed)
+    result = FilterResult(kept, FilterReport(rows_in, kept.num_rows, outcomes), first_failed)
+    if group_by is not None:
+        result.report.by_group = report_by(table, result, group_by)
+    return result
 
 
 def _filter_rows(table: pa.Table, keep: np.ndarray) -> pa.Table:
@@ -649,7 +882,7 @@ def _bad_input_outcome(skipped: Mapping[str, int]) -> RuleOutcome:
 def reference_filter_masks(rows: list[dict], config: FilterConfig = FilterConfig()) -> dict[str, np.ndarray]:
     """The rules written as plain loops over ``rows`` (dicts), for checking the vectorised ones."""
     key = "image_key" if rows and "image_key" in rows[0] else "file_name"
-    words = [WORD_PATTERN.findall((row["text"] or "").lower()) for row in rows]
+    words = [unigrams(row["text"], config.segment_unspaced) for row in rows]
     norm = [" ".join(w) for w in words]
     texts_of_image: Counter = Counter(row[key] for row in rows)
     images_of_text: dict[str, set] = {}

@@ -65,7 +65,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from align_lite.data.filters import RULES, WORD_PATTERN, FilterConfig
+from align_lite.data.filters import RULES, FilterConfig, unigrams
 from align_lite.data.images import BadImageError, open_rgb
 from align_lite.data.records import SkipLog
 from align_lite.data.sources import IMAGE_EXTENSIONS, _text_of, _webdataset_text, row_pairs, write_webdataset
@@ -290,9 +290,10 @@ class ShardStream(IterableDataset):
 # --------------------------------------------------------------------------------------------
 
 
-def words_of(text: str) -> list[str]:
-    """The unigrams of an alt-text (lower-cased, split on non-word characters), as in filters.py."""
-    return WORD_PATTERN.findall(text.lower())
+def words_of(text: str, segment_unspaced: bool = True) -> list[str]:
+    """The unigrams of an alt-text, as filters.py counts them (:func:`~align_lite.data.filters.unigrams`:
+    lower-cased, split on non-word characters, words of unspaced scripts split by ICU)."""
+    return unigrams(text, segment_unspaced)
 
 
 def normalized_text(text: str) -> str:

@@ -34,6 +34,9 @@ class TokenizerConfig:
     max_length: int = 64
     min_frequency: int = 2
     lowercase: bool = True
+    # None: BERT's rule (strip accents when lower-casing). False keeps every combining mark, which
+    # multilingual text needs: stripping drops Devanagari and Thai vowel signs, not just accents.
+    strip_accents: bool | None = None
 
     def __post_init__(self) -> None:
         if self.vocab_size < len(SPECIAL_TOKENS) + 1 or self.max_length < 3:
@@ -203,7 +206,8 @@ def train_tokenizer(texts: Iterable[str], config: TokenizerConfig = TokenizerCon
     normalisation and pre-tokenisation); the same texts give the same token ids in every process."""
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
     tokenizer.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=config.lowercase
+        clean_text=True, handle_chinese_chars=True, strip_accents=config.strip_accents,
+        lowercase=config.lowercase,
     )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
