@@ -165,3 +165,62 @@ def train_on_emoji(config: TrainConfig = EMOJI_RECIPE, pairs: pa.Table | None = 
     run = EmojiRun(name, config.to_dict(), curve, result.steps, result.losses, result.temperatures,
                    len(data), seconds)
     return run, result.model.eval(), tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# Image + text queries that edit one attribute (ALIGN §7)
+# ---------------------------------------------------------------------------------------------
+
+#: The attribute edits scored: name -> (column, value). The text of each edit in a language is
+#: :func:`edit_text`.
+EDITS = {"dark skin tone": ("skin_tone", "dark"), "woman": ("gender", "woman")}
+
+
+def edit_pairs(corpus: EmojiCorpus, rows: Sequence[int], column: str, value: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sources, targets): positions in ``rows`` of each neutral emoji (no skin tone, no gender)
+    and of its variant whose ``column`` is ``value``, everything else equal (same style, same
+    concept, the other attribute neutral). E.g. 👋 → 👋🏿 for ("skin_tone", "dark"), 🙅 → 🙅‍♀️ for
+    ("gender", "woman")."""
+    rows = np.asarray(rows)
+    style, concept, hexcode = (corpus.column(c)[rows] for c in ("style", "concept", "hexcode"))
+    tone, gender = corpus.column("skin_tone")[rows], corpus.column("gender")[rows]
+    neutral = (tone == "none") & (gender == "") & (hexcode == concept)
+    wanted = {"skin_tone": (tone == value) & (gender == ""), "gender": (gender == value) & (tone == "none")}[column]
+    target_of = {(s, c): i for i, (s, c) in enumerate(zip(style, concept)) if wanted[i]}
+    pairs = [(i, target_of[(style[i], concept[i])]) for i in np.flatnonzero(neutral)
+             if (style[i], concept[i]) in target_of]
+    sources, targets = (np.array(p, dtype=np.int64) for p in zip(*pairs)) if pairs else (np.zeros(0, int),) * 2
+    return sources, targets
+
+
+def edit_text(corpus: EmojiCorpus, edit: str, language: str) -> str | None:
+    """The words of ``edit`` in ``language``: the locale's name of the skin tone
+    (``messages.jsonl``), or its label of 👩 (1F469) for "woman"; None when it has none."""
+    column, value = EDITS[edit]
+    if column == "skin_tone":
+        return corpus.names(language, "skin_tones").get(value)
+    woman = corpus.texts.filter(pc.and_(pc.and_(pc.equal(corpus.texts["hexcode"], "1F469"),
+                                                pc.equal(corpus.texts["language"], language)),
+                                        pc.equal(corpus.texts["kind"], "label")))
+    return woman["text"][0].as_py() if woman.num_rows else None
+
+
+def attribute_edits(model: torch.nn.Module, tokenizer: Any, corpus: EmojiCorpus, rows: Sequence[int],
+                    languages: Sequence[str] = ("en",), text_weight: float = 2.0) -> list[dict[str, Any]]:
+    """For each edit of :data:`EDITS` and language: the success rate of image+text queries over
+    the gallery of ``rows`` (:func:`~align_lite.retrieval.edit_success`), beside image-only and
+    text-only queries. One dict per (edit, language)."""
+    from align_lite.retrieval import edit_success
+
+    images = embed_images(model, corpus.pixels(rows).float().div_(127.5).sub_(1.0))
+    out = []
+    for edit, (column, value) in EDITS.items():
+        sources, targets = edit_pairs(corpus, rows, column, value)
+        for language in languages:
+            text = edit_text(corpus, edit, language)
+            if text is None or not len(sources):
+                continue
+            scores = edit_success(images, embed_texts(model, tokenizer, [text])[0],
+                                  torch.from_numpy(sources), torch.from_numpy(targets), text_weight)
+            out.append({"edit": edit, "language": language, "text": text, **scores})
+    return out

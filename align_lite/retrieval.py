@@ -209,3 +209,40 @@ def compose_query(image_embed: torch.Tensor, text_embed: torch.Tensor, text_weig
         raise ValueError("the weighted image and text cancel out (e.g. the same direction with opposite "
                          "weights): the composed query has no direction")
     return mixed / norm
+
+
+def edit_success(image_embeds: torch.Tensor, text_embed: torch.Tensor, sources: torch.Tensor,
+                 targets: torch.Tensor, text_weight: float = 2.0, image_weight: float = 1.0) -> dict[str, float]:
+    """How often an image+text query that edits one attribute finds the edited image (ALIGN §7).
+
+    For each pair i, the query is :func:`compose_query` of image ``sources[i]`` and the text
+    (e.g. "dark skin tone"); a success is ``targets[i]`` ranked first among all ``image_embeds``
+    other than the source itself. Two ablations score the same pairs: the image alone (its
+    nearest other image) and the text alone (the text's nearest image).
+
+    Args:
+        image_embeds: (N, D) unit image embeddings, the gallery.
+        text_embed: (D,) the attribute's text embedding.
+        sources: (P,) long, the images to edit; targets: (P,) long, their edited versions.
+
+    Returns:
+        ``{"image+text": …, "image only": …, "text only": …, "pairs": P}``, fractions in [0, 1].
+    """
+    _check_embeddings("image_embeds", image_embeds)
+    if sources.shape != targets.shape or sources.ndim != 1 or len(sources) == 0:
+        raise ValueError(f"sources and targets must be equal, non-empty 1-D index tensors, got "
+                         f"{tuple(sources.shape)} and {tuple(targets.shape)}")
+    if bool((sources == targets).any()):
+        raise ValueError("a source is its own target: the edit would change nothing")
+    queries = {
+        "image+text": compose_query(image_embeds[sources], text_embed.expand(len(sources), -1),
+                                    text_weight, image_weight),
+        "image only": image_embeds[sources],
+        "text only": F.normalize(text_embed, dim=-1).expand(len(sources), -1),
+    }
+    out: dict[str, float] = {}
+    for name, query in queries.items():
+        scores = query @ image_embeds.T  # (P, N)
+        scores[torch.arange(len(sources)), sources] = float("-inf")  # never the source itself
+        out[name] = (scores.argmax(1) == targets).float().mean().item()
+    return {**out, "pairs": float(len(sources))}

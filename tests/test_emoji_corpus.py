@@ -207,3 +207,19 @@ def test_hf_imagefolder_reads_the_corpus(tmp_path):
     assert len(ds) == 4 and set(ds.column_names) >= {"image", "style", "hexcode", "skin_tone", "text"}
     assert ds[0]["image"].size == (64, 64)
     assert np.asarray(ds[0]["image"]).shape == (64, 64, 3)
+
+
+def test_edit_pairs_link_each_neutral_emoji_to_its_variant(corpus):
+    from align_lite.emoji_experiments import edit_pairs, edit_text
+
+    rows = corpus.rows(style="twemoji")
+    hexcode = corpus.column("hexcode")[rows]
+    sources, targets = edit_pairs(corpus, rows, "skin_tone", "dark")
+    pairs = dict(zip(hexcode[sources], hexcode[targets]))
+    assert pairs["1F44B"] == "1F44B-1F3FF" and len(pairs) > 200  # 👋 → 👋🏿 (211 in Twemoji)
+    assert all(t.startswith(s.split("-")[0]) for s, t in pairs.items())
+    sources, targets = edit_pairs(corpus, rows, "gender", "woman")
+    pairs = dict(zip(hexcode[sources], hexcode[targets]))
+    assert pairs["1F645"] == "1F645-200D-2640-FE0F" and len(pairs) > 40  # 🙅 → 🙅‍♀️ (51)
+    assert edit_text(corpus, "dark skin tone", "fr") == "teint foncé"
+    assert edit_text(corpus, "woman", "en") == "woman" and edit_text(corpus, "woman", "de") == "Frau"

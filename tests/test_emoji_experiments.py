@@ -64,6 +64,12 @@ def test_a_short_run_trains_and_scores_every_language(corpus, eval_data):
         assert 0.0 <= scores[key] <= 1.0
     assert scores["mean/t2i_r10"] == pytest.approx((scores["en/t2i_r10"] + scores["ja/t2i_r10"]) / 2)
     assert tokenizer.config.strip_accents is False
+    rows = corpus.rows(style="twemoji")
+    edits = ee.attribute_edits(model, tokenizer, corpus, rows, ["en", "fr"])
+    assert [(e["edit"], e["language"]) for e in edits] == [
+        ("dark skin tone", "en"), ("dark skin tone", "fr"), ("woman", "en"), ("woman", "fr")]
+    assert edits[1]["text"] == "teint foncé" and edits[0]["pairs"] > 200
+    assert all(0 <= e[k] <= 1 for e in edits for k in ("image+text", "image only", "text only"))
 
 
 def test_score_is_perfect_for_a_model_that_knows_the_answers(eval_data):
@@ -120,6 +126,8 @@ def test_benchmark_table_judges_the_targets():
     assert "subgroup top-1 >= 50.0 %: **not met** (30.0 %)" in table
     assert "within 15 points of English: **met** (largest gap 12.0 points)" in table
     assert "| pixel nearest neighbour (no text model) | – | – | 5.0 % |" in table
+    assert table.rstrip().endswith("(largest gap 12.0 points).")
+    assert "| chance | – | – | 0.6 % | 0.6 % | 0.6 % | 1.0 % | 3.3 % | 0.5 % |" in table  # 10 of 300, 10 of 1900
 
 
 def test_pixel_baseline_finds_a_picture_drawn_the_same_way(corpus):

@@ -201,3 +201,29 @@ def test_compose_query_rejects_bad_input():
         compose_query(image, image, text_weight=-1.0, image_weight=1.0)
     with pytest.raises(ValueError, match=r"text_embed has a zero vector"):
         compose_query(image, torch.zeros(2, 8, dtype=torch.float64))
+
+
+def test_edit_success_on_a_toy_gallery_with_a_known_answer():
+    """Images are a concept direction plus an optional attribute direction. Adding the attribute's
+    text to a neutral image must find its edited version; the image alone finds a look-alike
+    (a closer neutral image of another concept), the text alone one image for every query."""
+    from align_lite.retrieval import edit_success
+
+    torch.manual_seed(0)
+    d, concepts = 32, 6
+    basis = torch.linalg.qr(torch.randn(d, d))[0]
+    attribute = basis[0]
+    concept = basis[1:concepts + 1]
+    close = concept + 0.05 * basis[concepts + 1]  # a near twin of every concept, neutral
+    neutral = F.normalize(concept, dim=1)
+    edited = F.normalize(concept + 0.8 * attribute, dim=1)
+    gallery = torch.cat([neutral, edited, F.normalize(close, dim=1)])  # (18, d)
+    sources, targets = torch.arange(concepts), torch.arange(concepts) + concepts
+    scores = edit_success(gallery, attribute, sources, targets)
+    assert scores["image+text"] == 1.0 and scores["pairs"] == concepts
+    assert scores["image only"] == 0.0  # each neutral image's nearest other image is its twin
+    assert scores["text only"] <= 1 / concepts + 1e-6  # one nearest image for every query
+    with pytest.raises(ValueError, match="its own target"):
+        edit_success(gallery, attribute, sources, sources)
+    with pytest.raises(ValueError, match="non-empty"):
+        edit_success(gallery, attribute, sources[:0], targets[:0])

@@ -47,28 +47,33 @@ BACKGROUND = (255, 255, 255)
 _REPO_DATA_SAMPLES = Path(__file__).resolve().parents[2] / "data_samples"
 
 
-def emoji_root() -> Path:
-    """The folder of the shipped emoji sample (holds ``metadata.jsonl`` and ``images/``).
+def sample_folder(name: str, what: str) -> Path:
+    """The folder ``data_samples/<name>`` (one holding a ``metadata.jsonl``) of the shipped data.
 
     Looked up as the installed resource package ``align_lite.data_samples`` (present after an
     editable or a regular install); falls back to ``data_samples/`` of a source checkout that is
-    imported without being installed. Raises :class:`FileNotFoundError` when neither is there.
+    imported without being installed. Raises :class:`FileNotFoundError` naming ``what`` and
+    both places when neither holds it.
     """
     candidates: list[Path] = []
     try:
-        resource = importlib.resources.files("align_lite.data_samples") / EMOJI_DIR
-        candidates.append(Path(str(resource)))
+        candidates.append(Path(str(importlib.resources.files("align_lite.data_samples") / name)))
     except (ModuleNotFoundError, TypeError):
         pass
-    candidates.append(_REPO_DATA_SAMPLES / EMOJI_DIR)
+    candidates.append(_REPO_DATA_SAMPLES / name)
     for folder in candidates:
         if (folder / "metadata.jsonl").is_file():
             return folder
     tried = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(
-        f"the emoji sample is not installed (looked in {tried}); reinstall align-lite, "
+        f"{what} is not installed (looked in {tried}); reinstall align-lite, "
         "e.g. pip install -e . from a checkout"
     )
+
+
+def emoji_root() -> Path:
+    """The folder of the shipped emoji sample (holds ``metadata.jsonl`` and ``images/``)."""
+    return sample_folder(EMOJI_DIR, "the emoji sample")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ trainer.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ import pyarrow.compute as pc
 import torch
 from PIL import Image
 
+from align_lite.data.emoji import sample_folder
 from align_lite.data.records import DataFormatError
 
 #: The corpus folder's name inside ``data_samples/``.
@@ -67,29 +67,12 @@ KINDS: tuple[str, ...] = ("label", "tag")
 #: Images are this many pixels square.
 IMAGE_SIZE = 64
 
-_REPO_DATA_SAMPLES = Path(__file__).resolve().parents[2] / "data_samples"
-
-
 def corpus_root() -> Path:
-    """The folder of the shipped corpus (``metadata.jsonl``, ``alt_texts.jsonl``, ``images/``).
-
-    The installed resource package ``align_lite.data_samples`` first, then ``data_samples/`` of a
-    source checkout. Raises :class:`FileNotFoundError` naming both when neither holds it.
-    """
-    candidates: list[Path] = []
-    try:
-        candidates.append(Path(str(importlib.resources.files("align_lite.data_samples") / CORPUS_DIR)))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    candidates.append(_REPO_DATA_SAMPLES / CORPUS_DIR)
-    for folder in candidates:
-        if (folder / "metadata.jsonl").is_file():
-            return folder
-    raise FileNotFoundError(
-        f"the emoji corpus is not installed (looked in {', '.join(map(str, candidates))}); "
-        "reinstall align-lite (pip install -e . from a checkout) or rebuild it with "
-        "data_samples/emoji_corpus/make_emoji_corpus.py"
-    )
+    """The folder of the shipped corpus (``metadata.jsonl``, ``alt_texts.jsonl``, ``images/``):
+    the installed resource package ``align_lite.data_samples`` first, then ``data_samples/`` of
+    a source checkout; :class:`FileNotFoundError` naming both when neither holds it (rebuild it
+    with ``data_samples/emoji_corpus/make_emoji_corpus.py``)."""
+    return sample_folder(CORPUS_DIR, "the emoji corpus")
 
 
 # ---------------------------------------------------------------------------------------------
