@@ -224,3 +224,65 @@ def attribute_edits(model: torch.nn.Module, tokenizer: Any, corpus: EmojiCorpus,
                                   torch.from_numpy(sources), torch.from_numpy(targets), text_weight)
             out.append({"edit": edit, "language": language, "text": text, **scores})
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 4's two experiments on real alt-text
+# ---------------------------------------------------------------------------------------------
+
+#: Temperature settings of the paper's Table 8: (name, initial/fixed value, learnable).
+TEMPERATURES: tuple[tuple[str, float, bool], ...] = (
+    ("fixed 1/128", 1 / 128, False), ("fixed 1/64", 1 / 64, False), ("fixed 1/32", 1 / 32, False),
+    ("learnable (init 1.0)", 1.0, True),
+)
+
+
+def temperature_ablation(config: TrainConfig = EMOJI_RECIPE, corpus: EmojiCorpus | None = None,
+                         eval_data: EmojiEval | None = None, pairs: pa.Table | None = None) -> list[EmojiRun]:
+    """``config`` trained once per temperature setting on the same pairs (default: all training
+    pairs) with the same tokenizer and seed; only the temperature differs (paper Table 8)."""
+    corpus = corpus or load_emoji_corpus()
+    pairs = train_pairs(corpus) if pairs is None else pairs
+    eval_data = eval_data or EmojiEval.of(corpus)
+    tokenizer = emoji_tokenizer(pairs["text"].to_pylist(), config.vocab_size, config.text_length)
+    runs = []
+    for name, temperature, learnable in TEMPERATURES:
+        changed = replace(config, temperature=temperature, learnable_temperature=learnable)
+        runs.append(train_on_emoji(changed, pairs, corpus, eval_data, tokenizer=tokenizer, name=name)[0])
+    return runs
+
+
+def noise_sets(corpus: EmojiCorpus, split: EmojiSplit = EmojiSplit()) -> dict[str, pa.Table]:
+    """The training sets of the noise-versus-scale experiment (paper Tables 9/10), smallest and
+    cleanest first: the English labels of one style (a curated set: one good caption per image),
+    the same for both training styles, then every alt-text in every language as scraped, and what
+    ALIGN's text filters keep of it."""
+    noto = np.intersect1d(split.train_rows(corpus), corpus.rows(style=split.train_styles[0]))
+    return {
+        f"clean: English labels, {split.train_styles[0]}": corpus.pairs(noto, ["en"], ["label"]),
+        "clean: English labels, both styles": train_pairs(corpus, split, ["en"], ["label"]),
+        "noisy: all alt-texts, all languages": train_pairs(corpus, split),
+        "noisy, after ALIGN's text filters": train_pairs(corpus, split, filters=FilterConfig()),
+    }
+
+
+def noise_vs_scale(config: TrainConfig = EMOJI_RECIPE, corpus: EmojiCorpus | None = None,
+                   eval_data: EmojiEval | None = None) -> list[EmojiRun]:
+    """The same steps × batch on each of :func:`noise_sets`, each with its own tokenizer."""
+    corpus = corpus or load_emoji_corpus()
+    eval_data = eval_data or EmojiEval.of(corpus)
+    return [train_on_emoji(config, pairs, corpus, eval_data, name=name)[0]
+            for name, pairs in noise_sets(corpus).items()]
+
+
+def runs_table(runs: Sequence[EmojiRun], languages: Sequence[str] = ("en",)) -> str:
+    """A Markdown table of the runs' final scores on the held-out style (percent)."""
+    head = "| run | train pairs | steps | final σ | " + " | ".join(
+        f"T→I R@1 {lang} | T→I R@10 {lang} | I→T R@10 {lang}" for lang in languages) + " | T→I R@10, mean | zero-shot subgroup top-1 |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for run in runs:
+        s = run.curve[-1]
+        cells = [f"{100 * s[f'{lang}/{k}']:.1f}" for lang in languages for k in ("t2i_r1", "t2i_r10", "i2t_r10")]
+        lines.append(f"| {run.name} | {run.train_pairs:,} | {run.steps[-1]} | {run.temperatures[-1]:.4f} | "
+                     + " | ".join(cells) + f" | {100 * s['mean/t2i_r10']:.1f} | {100 * s['zero_shot_subgroup_top1']:.1f} |")
+    return "\n".join(lines)

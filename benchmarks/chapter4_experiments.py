@@ -13,17 +13,14 @@ includes them) under ``book/appendix/generated/``. The same runs from the comman
 
 from __future__ import annotations
 
-import argparse
-import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 
 from align_lite import experiments as ex
 from align_lite.train import TrainConfig
-from report import OUT_DIR  # benchmarks/report.py
+from report import experiment_args  # benchmarks/report.py
 
 
 
@@ -36,14 +33,7 @@ def describe(runs, seconds: float, steps: int, threads: int, eval_data: ex.World
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=("temperature", "noise-scale"))
-    parser.add_argument("--out", type=Path, default=OUT_DIR)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("ALIGN_PROGRESS", "0")
+    args = experiment_args(__doc__, ("temperature", "noise-scale"))
     base = TrainConfig.cpu_tiny(max_steps=args.steps, log_every=max(1, args.steps // 30))
     eval_data = ex.WorldEval.from_world()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -27,3 +27,22 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def experiment_args(doc: str, experiments: tuple[str, ...], steps: int = 600):
+    """The command line of the scripts that run Chapter 4's experiments (``--steps``,
+    ``--threads``, ``--only``, ``--out``), parsed; sets torch's threads and quiet progress bars."""
+    import argparse
+    import os
+
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=experiments)
+    parser.add_argument("--out", type=Path, default=OUT_DIR)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("ALIGN_PROGRESS", "0")
+    return args

@@ -145,3 +145,23 @@ def test_pixel_baseline_finds_a_picture_drawn_the_same_way(corpus):
                          same.subgroups[keep], same.subgroup_names)
     scores = emoji_quality.pixel_baseline(corpus, split, small)
     assert scores["en/t2i_r10"] > 0.9 and scores["zero_shot_subgroup_top1"] > 0.9
+
+
+def test_noise_sets_grow_from_clean_to_noisy(corpus):
+    sets = ee.noise_sets(corpus)
+    sizes = [t.num_rows for t in sets.values()]
+    names = list(sets)
+    assert names[0].startswith("clean") and names[2].startswith("noisy")
+    assert sizes[0] < sizes[1] < sizes[3] < sizes[2]  # one style < both < filtered < everything
+    first = sets[names[0]]
+    assert set(first["language"].to_pylist()) == {"en"} and set(first["kind"].to_pylist()) == {"label"}
+    assert len(set(first["style"].to_pylist())) == 1
+
+
+def test_runs_table_reads_each_runs_last_checkpoint():
+    scores = {"en/t2i_r1": 0.01, "en/t2i_r10": 0.05, "en/i2t_r10": 0.04, "mean/t2i_r10": 0.03,
+              "zero_shot_subgroup_top1": 0.02}
+    run = ee.EmojiRun("fixed 1/64", {}, [{"step": 1, **{k: 0 for k in scores}}, {"step": 9, **scores}], [1, 9],
+                      [8.0, 7.0], [0.015625, 0.015625], 1234, 1.0)
+    table = ee.runs_table([run])
+    assert "| fixed 1/64 | 1,234 | 9 | 0.0156 | 1.0 | 5.0 | 4.0 | 3.0 | 2.0 |" in table

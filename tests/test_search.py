@@ -75,8 +75,13 @@ def test_topk_ids_and_scores_match_exact_torch_search(index, keys):
 
 
 def test_batched_queries_give_the_same_answer(index):
+    # The same hits in the same order; scores equal to float32 round-off only, since Milvus may
+    # compute a batch of 4 queries with other kernels than a batch of 23 (seen: 1 ulp apart).
     queries = unit_vectors(23, D, seed=2).numpy()
-    assert index.search(queries, k=3, batch_size=4) == index.search(queries, k=3)
+    batched, whole = index.search(queries, k=3, batch_size=4), index.search(queries, k=3)
+    assert [[(h.id, h.metadata) for h in row] for row in batched] == [[(h.id, h.metadata) for h in row] for row in whole]
+    torch.testing.assert_close(torch.tensor([[h.score for h in row] for row in batched]),
+                               torch.tensor([[h.score for h in row] for row in whole]), atol=1e-6, rtol=0)
 
 
 def test_metadata_round_trips_and_filter_matches_exact_search_on_the_subset(index, keys):
