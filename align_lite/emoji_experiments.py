@@ -91,7 +91,7 @@ class EmojiEval:
             labels[language] = (chosen["text"].to_pylist(), owner)
         names = tuple(sorted(set(corpus.column("subgroup")[rows])))
         ids = torch.tensor([names.index(s) for s in corpus.column("subgroup")[rows]])
-        pixels = corpus.pixels(rows).float().div_(127.5).sub_(1.0)
+        pixels = corpus.unit_pixels(rows)
         return cls(pixels, rows, labels, ids, names)
 
 
@@ -108,11 +108,10 @@ def score(model: torch.nn.Module, tokenizer: Any, data: EmojiEval, languages: Se
     out: dict[str, float] = {"images": float(len(images))}
     for language in (data.labels if languages is None else languages):
         texts, owner = data.labels[language]
-        present = torch.unique(owner)
-        keep = torch.isin(owner, present)
+        present = torch.unique(owner)  # images with a label in this language
         remap = torch.full((len(images),), -1, dtype=torch.long)
         remap[present] = torch.arange(len(present))
-        recall = retrieval_recall(images[present], embed_texts(model, tokenizer, texts), remap[owner[keep]], ks)
+        recall = retrieval_recall(images[present], embed_texts(model, tokenizer, texts), remap[owner], ks)
         out.update({f"{language}/{name}": value for name, value in recall.items()})
     for name in recall:
         values = [out[f"{lang}/{name}"] for lang in (data.labels if languages is None else languages)]
@@ -212,7 +211,7 @@ def attribute_edits(model: torch.nn.Module, tokenizer: Any, corpus: EmojiCorpus,
     text-only queries. One dict per (edit, language)."""
     from align_lite.retrieval import edit_success
 
-    images = embed_images(model, corpus.pixels(rows).float().div_(127.5).sub_(1.0))
+    images = embed_images(model, corpus.unit_pixels(rows))
     out = []
     for edit, (column, value) in EDITS.items():
         sources, targets = edit_pairs(corpus, rows, column, value)

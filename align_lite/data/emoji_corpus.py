@@ -195,6 +195,10 @@ class EmojiCorpus:
         every = self._all_pixels
         return every if rows is None else every[torch.as_tensor(np.asarray(rows, dtype=np.int64))]
 
+    def unit_pixels(self, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """:meth:`pixels` as the models take them: ``(n, 3, 64, 64)`` float32 in [-1, 1]."""
+        return to_unit_range(self.pixels(rows))
+
     @cached_property
     def _all_pixels(self) -> torch.Tensor:
         stacked = np.stack([np.asarray(self.image(i)) for i in range(len(self))])
@@ -240,6 +244,11 @@ class EmojiCorpus:
                 bad.append(name)
         if bad:
             raise DataFormatError(f"{self.root}: {len(bad)} file(s) differ from MANIFEST.sha256 (first: {bad[0]})")
+
+
+def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (any shape) → float32 in [-1, 1], the paper's (x - 127.5) / 127.5."""
+    return pixels.to(torch.float32).div_(127.5).sub_(1.0)
 
 
 def _known(values: Iterable[str], valid: Sequence[str], what: str) -> list[str]:
@@ -364,5 +373,5 @@ class EmojiPairs(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         index = int(index)
-        image = self.pixels[self._image[index]].to(torch.float32).div_(127.5).sub_(1.0)
+        image = to_unit_range(self.pixels[self._image[index]])
         return {"image": image, "text": self.texts[index], "index": index}
