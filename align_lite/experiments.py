@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from align_lite.data.emoji import CACHE_ENV, cache_dir  # noqa: F401  (re-exported: ex.cache_dir())
 from align_lite.data.filters import FilterConfig, apply_filters
 from align_lite.data.images import CropToPixels
 from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
@@ -250,7 +251,6 @@ def noise_vs_scale(base: TrainConfig, clean_n: int = 1024, noisy_ratios: Sequenc
 # The model Chapters 5 and 6 study
 # ---------------------------------------------------------------------------------------------
 
-CACHE_ENV = "ALIGN_LITE_CACHE"
 #: The model Chapters 5 and 6 study: the CPU recipe, 600 steps (~65 s on 2 cores). Its temperature is
 #: learnt (from 0.1, 20x learning rate; Chapter 4's recorded ablation starts its learnable run at the
 #: paper's 1.0, and ``benchmarks/tiny_recipe.py`` measures what starting at 0.1 is worth).
@@ -266,11 +266,6 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-def cache_dir() -> Path:
-    """``$ALIGN_LITE_CACHE`` or ``~/.cache/align_lite``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "align_lite")
-
-
 def trained_model(config: TrainConfig = BOOK_MODEL, cache: bool = True) -> tuple[torch.nn.Module, Any, dict]:
     """(model, tokenizer, record) of ``config`` trained on the generated world; the record holds
     ``steps``, ``losses``, ``temperatures``, ``seconds``, whether it came from the cache
@@ -281,14 +276,25 @@ def trained_model(config: TrainConfig = BOOK_MODEL, cache: bool = True) -> tuple
     and the package's source, so that the chapters that study one model train it once. Training
     is deterministic on a given machine, so a cached and a fresh model are the same.
     """
-    key = hashlib.sha256((json.dumps(config.to_dict(), sort_keys=True) + _source_digest()).encode()).hexdigest()[:16]
+    return cached_training(config, lambda: train(config), cache=cache)
+
+
+def cached_training(config: TrainConfig, fit: Callable[[], Any], data_key: str = "",
+                    cache: bool = True) -> tuple[torch.nn.Module, Any, dict]:
+    """(model, tokenizer, record) of ``fit()`` (which trains ``config`` and returns a
+    :class:`~align_lite.train.TrainResult`), cached under :func:`cache_dir` by ``config``,
+    ``data_key`` (what the data is, when it is not the config's world) and the package's source.
+    See :func:`trained_model`; the record is written last, so a half-written folder is never
+    read as a model."""
+    payload = json.dumps(config.to_dict(), sort_keys=True) + data_key + _source_digest()
+    key = hashlib.sha256(payload.encode()).hexdigest()[:16]
     folder = cache_dir() / "models" / key
     if cache and (folder / "record.json").is_file():
         record = json.loads((folder / "record.json").read_text())
         return from_pretrained(folder).eval(), load_tokenizer(folder), {**record, "cached": True, "folder": str(folder)}
-    result = train(config)
+    result = fit()
     record = {"steps": result.steps, "losses": result.losses, "temperatures": result.temperatures,
-              "seconds": result.seconds, "config": config.to_dict()}
+              "seconds": result.seconds, "config": config.to_dict(), "data": data_key}
     if cache:
         staging = folder.parent / f".{key}.tmp-{os.getpid()}"
         save_pretrained(result.model, staging, result.tokenizer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -24,7 +25,7 @@ def corpus() -> ec.EmojiCorpus:
 
 def _image_row(style: str, hexcode: str, base: str, concept: str, tone: str = "none", gender: str = "",
                subgroup: str = "hand-fingers-open") -> dict:
-    return {"file_name": f"images/{style}/{hexcode.lower()}.png", "style": style, "hexcode": hexcode,
+    return {"file_name": f"images/{style}/{hexcode.lower()}.png", "cell": 0, "style": style, "hexcode": hexcode,
             "emoji": "x", "base": base, "concept": concept, "skin_tone": tone, "gender": gender,
             "group": "people-body", "subgroup": subgroup, "order": 1, "text": hexcode.lower()}
 
@@ -34,10 +35,14 @@ def _write_tiny(root: Path) -> Path:
     for style in ("noto", "twemoji"):
         rows += [_image_row(style, "1F44B", "1F44B", "1F44B"),
                  _image_row(style, "1F44B-1F3FF", "1F44B", "1F44B", tone="dark")]
-    for i, row in enumerate(rows):
-        path = root / row["file_name"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (64, 64), (10 * i, 0, 0)).save(path)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for style in ("noto", "twemoji"):  # each style's sheet: its rows' cells, 64 to a row
+        mine = [i for i, r in enumerate(rows) if r["style"] == style]
+        sheet = Image.new("RGB", (64 * ec.SHEET_COLUMNS, 64), "white")
+        for cell, i in enumerate(mine):
+            rows[i]["cell"] = cell
+            sheet.paste(Image.new("RGB", (64, 64), (10 * i, 0, 0)), (64 * cell, 0))
+        sheet.save(root / "images" / f"{style}.png")
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     texts = [{"hexcode": "1F44B", "texts": {"en": {"label": "waving hand", "tags": ["hello", "wave"]},
                                              "ja": {"label": "手を振る", "tags": ["手"]}}},
@@ -45,8 +50,8 @@ def _write_tiny(root: Path) -> Path:
     messages = [{"locale": "en", "groups": {"people-body": "people & body"}, "subgroups": {"hand-fingers-open": "hand"},
                   "skin_tones": {"dark": "dark skin tone"}}]
     (root / "messages.jsonl").write_text("".join(json.dumps(m) + "\n" for m in messages), encoding="utf-8")
-    (root / "alt_texts.jsonl").write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in texts),
-                                          encoding="utf-8")
+    with gzip.open(root / "alt_texts.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in texts))
     return root
 
 
@@ -82,8 +87,12 @@ def test_unknown_language_or_kind_is_an_error(tmp_path):
 
 def test_missing_or_truncated_corpus_gives_a_clear_error(tmp_path):
     root = _write_tiny(tmp_path / "c")
-    (root / "images/twemoji/1f44b.png").unlink()
-    with pytest.raises(DataFormatError, match="1 of 4 images missing"):
+    (root / "images/twemoji.png").unlink()
+    with pytest.raises(DataFormatError, match="twemoji.png: missing or empty"):
+        ec.load_emoji_corpus(root)
+    root = _write_tiny(tmp_path / "short")
+    Image.new("RGB", (64 * ec.SHEET_COLUMNS, 32), "white").save(root / "images/noto.png")  # cut in half
+    with pytest.raises(DataFormatError, match="noto.png: 4096x32 px, the metadata needs 4096x64"):
         ec.load_emoji_corpus(root)
     root = _write_tiny(tmp_path / "d")
     raw = (root / "metadata.jsonl").read_bytes()
@@ -91,8 +100,13 @@ def test_missing_or_truncated_corpus_gives_a_clear_error(tmp_path):
     with pytest.raises(DataFormatError, match=r"metadata.jsonl:\d+: not a JSON line"):
         ec.load_emoji_corpus(root)
     root = _write_tiny(tmp_path / "e")
-    (root / "alt_texts.jsonl").unlink()
-    with pytest.raises(DataFormatError, match="alt_texts.jsonl: missing"):
+    (root / "alt_texts.jsonl.gz").unlink()
+    with pytest.raises(DataFormatError, match="alt_texts.jsonl.gz: missing"):
+        ec.load_emoji_corpus(root)
+    root = _write_tiny(tmp_path / "f")
+    raw = (root / "alt_texts.jsonl.gz").read_bytes()
+    (root / "alt_texts.jsonl.gz").write_bytes(raw[: len(raw) // 2])  # a cut gzip stream
+    with pytest.raises(DataFormatError, match="alt_texts.jsonl.gz: unreadable"):
         ec.load_emoji_corpus(root)
     with pytest.raises(DataFormatError, match="metadata.jsonl: missing|no such|empty"):
         ec.load_emoji_corpus(tmp_path / "nowhere")
@@ -100,10 +114,14 @@ def test_missing_or_truncated_corpus_gives_a_clear_error(tmp_path):
 
 def test_a_damaged_image_is_named(tmp_path):
     root = _write_tiny(tmp_path)
-    (root / "images/noto/1f44b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    good = (root / "images/noto.png").read_bytes()
+    (root / "images/noto.png").write_bytes(good[:-40])  # header intact, pixel stream cut
     tiny = ec.load_emoji_corpus(root)
-    with pytest.raises(DataFormatError, match="noto/1f44b.png: unreadable image"):
+    with pytest.raises(DataFormatError, match="noto.png: unreadable image"):
         tiny.pixels()
+    (root / "images/noto.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(DataFormatError, match="noto.png: unreadable image"):
+        ec.load_emoji_corpus(root)
 
 
 def test_pairs_dataset_serves_the_right_image(tmp_path):
@@ -189,12 +207,14 @@ def test_shipped_pairs_are_noisy_and_multilingual(corpus):
 def test_copy_of_shipped_corpus_detects_truncation(corpus, tmp_path, broken):
     root = tmp_path / "copy"
     shutil.copytree(corpus.root, root)
-    victim = root / corpus.images["file_name"][5].as_py()
+    victim = ec.sheet_path(root, corpus.images["style"][5].as_py())
     if broken == "image":
-        victim.write_bytes(victim.read_bytes()[:40])
-        copy = ec.load_emoji_corpus(root)
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+        copy = ec.load_emoji_corpus(root)  # the header is whole: only the hashes or decoding tell
         with pytest.raises(DataFormatError, match="differ from MANIFEST"):
             copy.verify()
+        with pytest.raises(DataFormatError, match="unreadable image"):
+            copy.pixels()
     else:
         victim.unlink()
         with pytest.raises(DataFormatError, match="missing or empty"):
@@ -202,11 +222,40 @@ def test_copy_of_shipped_corpus_detects_truncation(corpus, tmp_path, broken):
 
 
 def test_hf_imagefolder_reads_the_corpus(tmp_path):
-    root = _write_tiny(tmp_path)
-    ds = ec.load_emoji_corpus_hf(root)
+    root = _write_tiny(tmp_path / "corpus")
+    tiny = ec.load_emoji_corpus(root)
+    ds = ec.load_emoji_corpus_hf(root, folder=tmp_path / "hf")
     assert len(ds) == 4 and set(ds.column_names) >= {"image", "style", "hexcode", "skin_tone", "text"}
-    assert ds[0]["image"].size == (64, 64)
-    assert np.asarray(ds[0]["image"]).shape == (64, 64, 3)
+    assert "cell" not in ds.column_names  # a sheet position means nothing in an imagefolder
+    assert sorted(p.relative_to(tmp_path / "hf").as_posix() for p in (tmp_path / "hf").rglob("*.png")) == \
+        sorted(tiny.images["file_name"].to_pylist())
+    by_name = {row["file_name"]: i for i, row in enumerate(tiny.images.to_pylist())}
+    for row in ds:
+        i = by_name[f"images/{row['style']}/{row['hexcode'].lower()}.png"]
+        assert np.array_equal(np.asarray(row["image"]), np.asarray(tiny.image(i)))  # lossless, right cell
+
+
+def test_imagefolder_export_is_atomic_and_reused(tmp_path, monkeypatch):
+    tiny = ec.load_emoji_corpus(_write_tiny(tmp_path / "corpus"))
+    calls = []
+    real_image = ec.EmojiCorpus.image
+
+    def failing_image(self, i):
+        calls.append(i)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed mid-export
+        return real_image(self, i)
+
+    monkeypatch.setattr(ec.EmojiCorpus, "image", failing_image)
+    with pytest.raises(KeyboardInterrupt):
+        ec.export_imagefolder(tiny, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()  # nothing that looks finished
+    monkeypatch.setattr(ec.EmojiCorpus, "image", real_image)
+    ec.export_imagefolder(tiny, tmp_path / "hf")
+    assert (tmp_path / "hf" / "metadata.jsonl").is_file()
+    stamp = (tmp_path / "hf" / "metadata.jsonl").stat().st_mtime_ns
+    ec.export_imagefolder(tiny, tmp_path / "hf")  # a finished export is kept, not rewritten
+    assert (tmp_path / "hf" / "metadata.jsonl").stat().st_mtime_ns == stamp
 
 
 def test_edit_pairs_link_each_neutral_emoji_to_its_variant(corpus):

@@ -7,6 +7,7 @@ replaced by their hashes.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import importlib.util
 import io
@@ -131,7 +132,8 @@ def png_chunks(data: bytes) -> list[bytes]:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return [json.loads(line) for line in raw.decode("utf-8").splitlines()]
 
 
 def test_build_images_metadata_alt_texts_and_failures(packages, tmp_path):
@@ -139,12 +141,14 @@ def test_build_images_metadata_alt_texts_and_failures(packages, tmp_path):
     out = tmp_path / "corpus"
     result = mec.build(out, tar_dir, pins)
     assert out.stat().st_mode & 0o777 == 0o755
-    for name, colour in [("twemoji/1f534", (255, 0, 0)), ("twemoji/1f7e6", (0, 0, 255)),
-                         ("openmoji/1f534", (255, 0, 0)), ("noto/1f534", (255, 0, 0))]:
-        path = out / "images" / f"{name}.png"
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["noto.png", "openmoji.png", "twemoji.png"]
+    for style, cell, colour in [("twemoji", 0, (255, 0, 0)), ("twemoji", 1, (0, 0, 255)),
+                                ("openmoji", 0, (255, 0, 0)), ("noto", 0, (255, 0, 0))]:
+        path = out / "images" / f"{style}.png"
         assert png_chunks(path.read_bytes()) == [b"IHDR", b"IDAT", b"IEND"]
-        image = Image.open(path)
-        assert (image.mode, image.size) == ("RGB", (64, 64))
+        sheet = Image.open(path)
+        assert (sheet.mode, sheet.size) == ("RGB", (64 * mec.SHEET_COLUMNS, 64))
+        image = mec.sheet_cell(sheet, cell)
         assert image.getpixel((32, 32)) == colour
         corners = [(0, 0), (63, 0), (0, 63), (63, 63)]
         assert all(image.getpixel(c) == (255, 255, 255) for c in corners)
@@ -154,7 +158,6 @@ def test_build_images_metadata_alt_texts_and_failures(packages, tmp_path):
     assert [f["hexcode"] for f in result["failures"]["noto"]] == ["1F7E6"]
     report = json.loads((out / "build_report.json").read_text())
     assert report["failures"]["twemoji"][0]["file"] == "1f44b.svg"
-    assert not (out / "images/twemoji/1f44b.png").exists()
     rows = read_jsonl(out / "metadata.jsonl")
     assert [r["file_name"] for r in rows] == [
         "images/noto/1f534.png", "images/noto/1f44b.png", "images/noto/1f44b-1f3fb.png",
@@ -163,14 +166,16 @@ def test_build_images_metadata_alt_texts_and_failures(packages, tmp_path):
     assert result["images"] == {"noto": 3, "twemoji": 3, "openmoji": 2}
     assert result["unmatched_files_skipped"] == {"noto": 0, "twemoji": 1, "openmoji": 1}
     skin = rows[2]
-    assert list(skin) == ["file_name", "style", "hexcode", "emoji", "base", "concept", "skin_tone",
+    assert [r["cell"] for r in rows] == [0, 1, 2, 0, 1, 2, 0, 1]  # the broken 1F44B takes no cell
+    assert list(skin) == ["file_name", "cell", "style", "hexcode", "emoji", "base", "concept", "skin_tone",
                           "gender", "group", "subgroup", "order", "text"]
     assert skin | {"file_name": ""} == {
-        "file_name": "", "style": "noto", "hexcode": "1F44B-1F3FB", "emoji": "👋🏻",
+        "file_name": "", "cell": 2, "style": "noto", "hexcode": "1F44B-1F3FB", "emoji": "👋🏻",
         "base": "1F44B", "concept": "1F44B", "skin_tone": "light", "gender": "",
         "group": "people-body", "subgroup": "hand-fingers-open", "order": 4,
         "text": "waving hand: light skin tone"}
-    alt = read_jsonl(out / "alt_texts.jsonl")
+    assert gzip.decompress((out / "alt_texts.jsonl.gz").read_bytes())[:1] == b"{"
+    alt = read_jsonl(out / "alt_texts.jsonl.gz")
     assert [r["hexcode"] for r in alt] == ["1F534", "1F7E6", "1F44B", "1F44B-1F3FB"]
     assert alt[0]["texts"] == {"de": {"label": "roter Kreis", "tags": ["circle", "red"]},
                                "en": {"label": "red circle", "tags": ["circle", "red"]}}
@@ -241,5 +246,5 @@ def test_two_builds_are_identical_and_check(packages, tmp_path):
     assert tree(tmp_path / "a" / "corpus") == tree(tmp_path / "b" / "corpus")
     out = tmp_path / "a" / "corpus"
     assert mec.check(out, tar_dir, pins) == []
-    Image.new("RGB", (64, 64), "green").save(out / "images/noto/1f534.png")
-    assert mec.check(out, tar_dir, pins) == ["images/noto/1f534.png"]
+    Image.new("RGB", (64 * mec.SHEET_COLUMNS, 64), "green").save(out / "images/noto.png")
+    assert mec.check(out, tar_dir, pins) == ["images/noto.png"]

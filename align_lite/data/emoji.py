@@ -26,6 +26,7 @@ nothing is downloaded. Licenses: images Apache-2.0 (Noto Emoji), metadata MIT (e
 from __future__ import annotations
 
 import importlib.resources
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,16 @@ EMOJI_COLUMNS = ("file_name", "text", "texts", "category", "subcategory")
 BACKGROUND = (255, 255, 255)
 
 _REPO_DATA_SAMPLES = Path(__file__).resolve().parents[2] / "data_samples"
+
+
+#: The environment variable that moves :func:`cache_dir`.
+CACHE_ENV = "ALIGN_LITE_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where align_lite keeps what it derives and may rebuild (trained book models, an
+    ``imagefolder`` export of the corpus): ``$ALIGN_LITE_CACHE`` or ``~/.cache/align_lite``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "align_lite")
 
 
 def sample_folder(name: str, what: str) -> Path:

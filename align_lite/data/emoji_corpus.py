@@ -1,8 +1,8 @@
 """The shipped real corpus: three artists' emoji with their names and keywords in 28 languages.
 
 ``data_samples/emoji_corpus/`` holds every emoji that Google's Noto, Twitter's Twemoji and
-OpenMoji draw — base emoji and their skin-tone and gender variants — as 64×64 RGB PNGs on
-white, and the alt-texts of ``emojibase-data`` 17.0.0: for each emoji, its label (CLDR short
+OpenMoji draw — base emoji and their skin-tone and gender variants — as 64×64 RGB images on
+white (one PNG sprite sheet per artist), and the alt-texts of ``emojibase-data`` 17.0.0: for each emoji, its label (CLDR short
 name) and its tags (keywords) in every locale of the package. Nobody drew or wrote any of it for
 this book, and it is noisy the way web alt-text is: generic tags ("face", "hand") shared by
 hundreds of images, one-word tags, eight scripts, three drawings of each concept.
@@ -10,12 +10,14 @@ hundreds of images, one-word tags, eight scripts, three drawings of each concept
 Files (built by ``data_samples/emoji_corpus/make_emoji_corpus.py`` from pinned npm packages;
 see ``data_samples/README.md``):
 
-* ``metadata.jsonl`` — one row per image: ``file_name`` (``images/<style>/<hexcode>.png``),
-  ``style``, ``hexcode``, ``emoji``, ``base`` (the entry a skin-tone variant belongs to),
+* ``images/<style>.png`` — the style's sprite sheet: image ``cell`` of the style sits at row
+  ``cell // 64``, column ``cell % 64`` of 64-pixel cells (one file per artist, not 11,380).
+* ``metadata.jsonl`` — one row per image: ``file_name`` (``images/<style>/<hexcode>.png``, its
+  name in an ``imagefolder`` export), ``cell``, ``style``, ``hexcode``, ``emoji``, ``base`` (the entry a skin-tone variant belongs to),
   ``concept`` (skin- and gender-neutral: 🙅‍♀️ and 🙅🏿 are both ``1F645``), ``skin_tone``,
-  ``gender``, ``group``, ``subgroup``, ``order``, ``text`` (the English label). The folder is a
-  Hugging Face ``imagefolder`` as it is (:func:`load_emoji_corpus_hf`).
-* ``alt_texts.jsonl`` — one row per emoji: ``{"hexcode", "texts": {locale: {"label", "tags"}}}``.
+  ``gender``, ``group``, ``subgroup``, ``order``, ``text`` (the English label).
+  :func:`load_emoji_corpus_hf` exports it once as a Hugging Face ``imagefolder``.
+* ``alt_texts.jsonl.gz`` — one row per emoji: ``{"hexcode", "texts": {locale: {"label", "tags"}}}``.
 * ``messages.jsonl`` — one row per locale: its names of the groups, subgroups and skin tones
   (``{"locale", "groups", "subgroups", "skin_tones"}``, each ``{key: name}``), for prompts in
   every language (:meth:`EmojiCorpus.names`).
@@ -35,8 +37,11 @@ trainer.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -48,7 +53,7 @@ import pyarrow.compute as pc
 import torch
 from PIL import Image
 
-from align_lite.data.emoji import sample_folder
+from align_lite.data.emoji import cache_dir, sample_folder
 from align_lite.data.records import DataFormatError
 
 #: The corpus folder's name inside ``data_samples/``.
@@ -59,16 +64,20 @@ STYLES: tuple[str, ...] = ("noto", "twemoji", "openmoji")
 SKIN_TONES: tuple[str, ...] = ("none", "light", "medium-light", "medium", "medium-dark", "dark", "mixed")
 #: Columns every image row must carry.
 IMAGE_COLUMNS: tuple[str, ...] = (
-    "file_name", "style", "hexcode", "emoji", "base", "concept", "skin_tone", "gender",
+    "file_name", "cell", "style", "hexcode", "emoji", "base", "concept", "skin_tone", "gender",
     "group", "subgroup", "order", "text",
 )
 #: The two kinds of alt-text: the emoji's label (its name) and its tags (keywords).
 KINDS: tuple[str, ...] = ("label", "tag")
 #: Images are this many pixels square.
 IMAGE_SIZE = 64
+#: Cells per row of a style's sprite sheet ``images/<style>.png``.
+SHEET_COLUMNS = 64
+#: The alt-text file (gzip-compressed JSON lines).
+ALT_TEXTS = "alt_texts.jsonl.gz"
 
 def corpus_root() -> Path:
-    """The folder of the shipped corpus (``metadata.jsonl``, ``alt_texts.jsonl``, ``images/``):
+    """The folder of the shipped corpus (``metadata.jsonl``, ``alt_texts.jsonl.gz``, ``images/``):
     the installed resource package ``align_lite.data_samples`` first, then ``data_samples/`` of
     a source checkout; :class:`FileNotFoundError` naming both when neither holds it (rebuild it
     with ``data_samples/emoji_corpus/make_emoji_corpus.py``)."""
@@ -86,8 +95,8 @@ def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataFormatError(f"{path}: missing: the emoji corpus is incomplete")
     rows = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
+        for number, raw in _numbered_lines(handle, path):
             try:
                 row = json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -98,6 +107,14 @@ def _read_jsonl(path: Path) -> list[dict]:
     if not rows:
         raise DataFormatError(f"{path}: empty: the emoji corpus is incomplete")
     return rows
+
+
+def _numbered_lines(handle, path: Path):
+    """(number, line) of ``handle``; a damaged gzip stream is a :class:`DataFormatError`."""
+    try:
+        yield from enumerate(handle, 1)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DataFormatError(f"{path}: unreadable ({err}): the corpus is damaged") from None
 
 
 def _image_table(root: Path) -> pa.Table:
@@ -113,7 +130,7 @@ def _text_table(root: Path, wanted: set[str]) -> pa.Table:
     """Long table of alt-texts: ``hexcode``, ``language``, ``kind``, ``position``, ``text``; the
     labels and tags of every emoji in ``wanted`` (variants get their base's tags later)."""
     columns: dict[str, list] = {"hexcode": [], "language": [], "kind": [], "position": [], "text": []}
-    for row in _read_jsonl(root / "alt_texts.jsonl"):
+    for row in _read_jsonl(root / ALT_TEXTS):
         hexcode = row.get("hexcode")
         if hexcode not in wanted:
             continue
@@ -127,14 +144,41 @@ def _text_table(root: Path, wanted: set[str]) -> pa.Table:
     return pa.table(columns)
 
 
+def sheet_path(root: Path, style: str) -> Path:
+    """The sprite sheet of ``style``: ``root/images/<style>.png``."""
+    return root / "images" / f"{style}.png"
+
+
 def _check_files(root: Path, images: pa.Table) -> None:
-    """Every image the metadata names must be there, non-empty; else a clear error."""
-    missing = [name for name in images.column("file_name").to_pylist()
-               if not (root / name).is_file() or (root / name).stat().st_size == 0]
-    if missing:
-        raise DataFormatError(
-            f"{root}: {len(missing)} of {images.num_rows} images missing or empty (first: {missing[0]}); "
-            "the corpus is truncated: reinstall align-lite or rebuild it")
+    """Every style's sheet must be there and big enough for its cells; else a clear error.
+    (Only the PNG header is read here; a damaged stream shows when the pixels are decoded.)"""
+    styles, cells = images.column("style").to_pylist(), images.column("cell").to_pylist()
+    for style in dict.fromkeys(styles):
+        path = sheet_path(root, style)
+        needed = max(c for s, c in zip(styles, cells) if s == style) // SHEET_COLUMNS + 1
+        if not path.is_file() or path.stat().st_size == 0:
+            raise DataFormatError(f"{path}: missing or empty; the corpus is truncated: reinstall "
+                                  "align-lite or rebuild it")
+        try:
+            with Image.open(path) as sheet:
+                width, height = sheet.size
+        except (OSError, ValueError) as err:
+            raise DataFormatError(f"{path}: unreadable image ({err}): the corpus is damaged") from None
+        if width != SHEET_COLUMNS * IMAGE_SIZE or height < needed * IMAGE_SIZE:
+            raise DataFormatError(f"{path}: {width}x{height} px, the metadata needs {SHEET_COLUMNS * IMAGE_SIZE}"
+                                  f"x{needed * IMAGE_SIZE}: the corpus is damaged")
+
+
+def _decode_sheet(path: Path) -> np.ndarray:
+    """A sheet's cells as ``(cells, 64, 64, 3)`` uint8, row-major."""
+    try:
+        with Image.open(path) as sheet:
+            array = np.asarray(sheet.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise DataFormatError(f"{path}: unreadable image ({err}): the corpus is damaged") from None
+    rows = array.shape[0] // IMAGE_SIZE
+    cells = array.reshape(rows, IMAGE_SIZE, SHEET_COLUMNS, IMAGE_SIZE, 3).swapaxes(1, 2)
+    return cells.reshape(rows * SHEET_COLUMNS, IMAGE_SIZE, IMAGE_SIZE, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,12 +227,9 @@ class EmojiCorpus:
             mask &= np.isin(self.column(name), values)
         return np.flatnonzero(mask)
 
-    def path(self, i: int) -> Path:
-        return self.root / self.images.column("file_name")[int(i)].as_py()
-
     def image(self, i: int) -> Image.Image:
         """Image ``i`` as a 64×64 RGB PIL image."""
-        return _open(self.path(i))
+        return Image.fromarray(self.pixels([i])[0].permute(1, 2, 0).numpy())
 
     def pixels(self, rows: Sequence[int] | None = None) -> torch.Tensor:
         """``(n, 3, 64, 64)`` uint8 images of ``rows`` (default: all), decoded once per corpus."""
@@ -201,7 +242,12 @@ class EmojiCorpus:
 
     @cached_property
     def _all_pixels(self) -> torch.Tensor:
-        stacked = np.stack([np.asarray(self.image(i)) for i in range(len(self))])
+        styles = self.column("style")
+        cells = self.images.column("cell").to_numpy()
+        stacked = np.empty((len(self), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        for style in dict.fromkeys(styles):
+            mine = np.flatnonzero(styles == style)
+            stacked[mine] = _decode_sheet(sheet_path(self.root, style))[cells[mine]]
         return torch.from_numpy(stacked.transpose(0, 3, 1, 2).copy())
 
     def pairs(self, rows: Sequence[int] | None = None, languages: Iterable[str] | None = None,
@@ -259,21 +305,12 @@ def _known(values: Iterable[str], valid: Sequence[str], what: str) -> list[str]:
     return values
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (OSError, ValueError) as err:
-        raise DataFormatError(f"{path}: unreadable image ({err}): the corpus is damaged") from None
-
-
 def load_emoji_corpus(root: str | Path | None = None) -> EmojiCorpus:
     """Read the corpus at ``root`` (default: the shipped one, :func:`corpus_root`).
 
-    Checks that the metadata is whole and every image file is there (a missing or truncated
+    Checks that the metadata is whole and every style's sheet is there (a missing or truncated
     copy is a :class:`~align_lite.data.records.DataFormatError` that says so); pixels are decoded
-    on first use (:meth:`EmojiCorpus.pixels`, ~2 s for all)."""
+    on first use (:meth:`EmojiCorpus.pixels`, ~1 s for all)."""
     root = corpus_root() if root is None else Path(root)
     images = _image_table(root)
     _check_files(root, images)
@@ -283,13 +320,41 @@ def load_emoji_corpus(root: str | Path | None = None) -> EmojiCorpus:
     return EmojiCorpus(images, _text_table(root, wanted), root, messages)
 
 
-def load_emoji_corpus_hf(root: str | Path | None = None, **kwargs):
+def export_imagefolder(corpus: EmojiCorpus, folder: str | Path) -> Path:
+    """Write ``corpus`` as a Hugging Face ``imagefolder`` under ``folder``: one PNG per image at
+    its ``file_name`` and a ``metadata.jsonl``. Written into a temporary sibling and renamed,
+    so an interrupted export never looks finished; an existing finished export is kept."""
+    folder = Path(folder)
+    if (folder / "metadata.jsonl").is_file():
+        return folder
+    staging = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    for i, row in enumerate(corpus.images.to_pylist()):
+        path = staging / row["file_name"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        corpus.image(i).save(path, format="PNG")
+    lines = [json.dumps({k: v for k, v in row.items() if k != "cell"}, ensure_ascii=False)
+             for row in corpus.images.to_pylist()]
+    (staging / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+    return folder
+
+
+def load_emoji_corpus_hf(root: str | Path | None = None, folder: str | Path | None = None, **kwargs):
     """The corpus as a Hugging Face ``datasets`` ``imagefolder`` (one row per image, with its
-    metadata columns; alt-texts beyond the English ``text`` are in :meth:`EmojiCorpus.pairs`)."""
+    metadata columns; alt-texts beyond the English ``text`` are in :meth:`EmojiCorpus.pairs`).
+
+    The sheets are exported once (:func:`export_imagefolder`) into ``folder``, by default
+    ``<cache>/emoji_imagefolder/<hash of the metadata>`` under :func:`~align_lite.data.emoji.cache_dir`."""
     import datasets
 
-    root = corpus_root() if root is None else Path(root)
-    return datasets.load_dataset("imagefolder", data_dir=str(root), split="train", **kwargs)
+    corpus = load_emoji_corpus(root)
+    if folder is None:
+        digest = hashlib.sha256((corpus.root / "metadata.jsonl").read_bytes()).hexdigest()[:16]
+        folder = cache_dir() / "emoji_imagefolder" / digest
+    export_imagefolder(corpus, folder)
+    return datasets.load_dataset("imagefolder", data_dir=str(folder), split="train", **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ Maintainer script, not part of the installed package. Rebuild (and check) with::
 
 Inputs are four npm tarballs pinned below by version and sha512 ``integrity``; a missing tarball
 is fetched with ``npm pack``, a tarball with another hash is refused. Outputs (see LICENSE.md):
-``images/<style>/<hexcode>.png`` (64x64 RGB on white; styles noto, twemoji, openmoji),
-``metadata.jsonl`` (one row per image), ``alt_texts.jsonl`` (labels and tags per locale),
+``images/<style>.png`` (one sprite sheet per style: 64x64 RGB cells on white, 64 to a row,
+in ``metadata.jsonl`` order; styles noto, twemoji, openmoji), ``metadata.jsonl`` (one row per
+image, with its ``cell`` in its style's sheet and the ``file_name`` it gets in an imagefolder
+export), ``alt_texts.jsonl.gz`` (labels and tags per locale, gzip without a timestamp),
 ``build_report.json`` and ``MANIFEST.sha256``. The output is built in a hidden sibling folder
 and renamed into place, so a failed or killed run leaves the previous output intact.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
 import io
 import json
@@ -39,7 +42,8 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 SIZE = 64
 STYLES = ("noto", "twemoji", "openmoji")
-GENERATED = {"images", "metadata.jsonl", "alt_texts.jsonl", "messages.jsonl", "build_report.json", "MANIFEST.sha256"}
+GENERATED = {"images", "metadata.jsonl", "alt_texts.jsonl.gz", "messages.jsonl", "build_report.json", "MANIFEST.sha256"}
+SHEET_COLUMNS = 64  # cells per row of a style's sprite sheet
 GENDERS = {0: "woman", 1: "man"}
 TONES = {1: "light", 2: "medium-light", 3: "medium", 4: "medium-dark", 5: "dark"}
 SKIN_MODIFIERS = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}
@@ -254,17 +258,37 @@ def dumps(row: dict[str, Any], sort_keys: bool = False) -> str:
     return json.dumps(row, ensure_ascii=False, sort_keys=sort_keys, separators=(",", ":"))
 
 
+def write_sheet(images: list[Image.Image], path: Path) -> None:
+    """Paste ``images`` (each 64x64) into one sheet, :data:`SHEET_COLUMNS` to a row, white
+    where no cell is, and write it as a deterministic PNG. Cell ``i`` is at row
+    ``i // SHEET_COLUMNS``, column ``i % SHEET_COLUMNS``."""
+    rows = -(-len(images) // SHEET_COLUMNS)
+    sheet = Image.new("RGB", (SHEET_COLUMNS * SIZE, rows * SIZE), (255, 255, 255))
+    for i, image in enumerate(images):
+        row, col = divmod(i, SHEET_COLUMNS)
+        sheet.paste(image, (col * SIZE, row * SIZE))
+    write_png(sheet, path)
+
+
+def sheet_cell(sheet: Image.Image, cell: int) -> Image.Image:
+    """Cell ``cell`` of a sheet written by :func:`write_sheet`."""
+    row, col = divmod(cell, SHEET_COLUMNS)
+    return sheet.crop((col * SIZE, row * SIZE, (col + 1) * SIZE, (row + 1) * SIZE))
+
+
 def write_images(stage: Path, entries: list[dict[str, Any]], sources: dict[str, Any],
                  failures: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]]:
-    """Render every (style, entry) with a source into ``stage/images``; return metadata rows."""
+    """Render every (style, entry) with a source into ``stage/images/<style>.png``; return the
+    metadata rows (``file_name`` is the image's name in an imagefolder export, ``cell`` its
+    place in the style's sheet)."""
     rows = []
     for style in STYLES:
         found = sources[style][0]
+        drawn: list[Image.Image] = []
         for entry in entries:
             source = found.get(norm(entry["hexcode"]))
             if source is None:
                 continue
-            name = f"images/{style}/{entry['hexcode'].lower()}.png"
             try:
                 if not source.is_file():
                     raise FileNotFoundError(f"missing file {source.name}")
@@ -273,8 +297,11 @@ def write_images(stage: Path, entries: list[dict[str, Any]], sources: dict[str, 
                 failures[style].append({"hexcode": entry["hexcode"], "file": source.name,
                                         "error": f"{type(err).__name__}: {err}"})
                 continue
-            write_png(image, stage / name)
-            rows.append({"file_name": name, "style": style, **entry})
+            rows.append({"file_name": f"images/{style}/{entry['hexcode'].lower()}.png", "cell": len(drawn),
+                         "style": style, **entry})
+            drawn.append(image)
+        if drawn:
+            write_sheet(drawn, stage / "images" / f"{style}.png")
     return rows
 
 
@@ -324,8 +351,9 @@ def write_corpus(stage: Path, pkgs: dict[str, Path], pins: dict[str, Pin]) -> di
     alt_rows = alt_text_rows(entries, {r["hexcode"] for r in rows}, locales)
     with open(stage / "metadata.jsonl", "w", encoding="utf-8") as f:  # rows' keys: the columns
         f.writelines(dumps(r) + "\n" for r in rows)
-    with open(stage / "alt_texts.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(dumps(r, sort_keys=True) + "\n" for r in alt_rows)
+    with open(stage / "alt_texts.jsonl.gz", "wb") as raw:  # mtime=0, no name: same bytes every build
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as f:
+            f.write("".join(dumps(r, sort_keys=True) + "\n" for r in alt_rows).encode("utf-8"))
     with open(stage / "messages.jsonl", "w", encoding="utf-8") as f:  # names of classes and tones
         f.writelines(dumps(r, sort_keys=True) + "\n" for r in message_rows(pkgs["emojibase"]))
     n_alt = sum(1 + len(t["tags"]) for r in alt_rows for t in r["texts"].values())
