@@ -16,12 +16,14 @@ show a recorded full-size run beside a short live one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import random
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -279,6 +281,20 @@ def trained_model(config: TrainConfig = BOOK_MODEL, cache: bool = True) -> tuple
     return cached_training(config, lambda: train(config), cache=cache)
 
 
+@contextlib.contextmanager
+def caller_rng_kept() -> Iterator[None]:
+    """Restore Python's, numpy's and torch's (CPU and CUDA) global random state on exit, so that
+    what a notebook draws after asking for a model is the same whether the model was trained
+    (:func:`~align_lite.train.train` seeds the global generators) or read from the cache."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
 def cached_training(config: TrainConfig, fit: Callable[[], Any], data_key: str = "",
                     cache: bool = True) -> tuple[torch.nn.Module, Any, dict]:
     """(model, tokenizer, record) of ``fit()`` (which trains ``config`` and returns a
@@ -286,6 +302,12 @@ def cached_training(config: TrainConfig, fit: Callable[[], Any], data_key: str =
     ``data_key`` (what the data is, when it is not the config's world) and the package's source.
     See :func:`trained_model`; the record is written last, so a half-written folder is never
     read as a model."""
+    with caller_rng_kept():  # training reseeds the global generators, loading draws an init
+        return _cached_training(config, fit, data_key, cache)
+
+
+def _cached_training(config: TrainConfig, fit: Callable[[], Any], data_key: str,
+                     cache: bool) -> tuple[torch.nn.Module, Any, dict]:
     payload = json.dumps(config.to_dict(), sort_keys=True) + data_key + _source_digest()
     key = hashlib.sha256(payload.encode()).hexdigest()[:16]
     folder = cache_dir() / "models" / key

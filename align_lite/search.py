@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pymilvus import DataType, MilvusClient
+
+# gRPC's C core logs keepalive complaints of Milvus Lite's local server ("too_many_pings")
+# straight to stderr, into whatever notebook cell runs at the time; errors still raise.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+from pymilvus import DataType, MilvusClient  # noqa: E402  (after the variable above)
 
 __all__ = ["Hit", "VectorIndex", "METRICS", "INDEX_TYPES", "ANN_INDEX_TYPES", "faiss_available"]
 

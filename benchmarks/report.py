@@ -29,9 +29,10 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def experiment_args(doc: str, experiments: tuple[str, ...], steps: int = 600):
-    """The command line of the scripts that run Chapter 4's experiments (``--steps``,
-    ``--threads``, ``--only``, ``--out``), parsed; sets torch's threads and quiet progress bars."""
+def experiment_args(doc: str, experiments: tuple[str, ...] = (), steps: int = 600, checkpoints: int | None = None):
+    """The command line of the scripts that train for a number of steps (``--steps``,
+    ``--threads``, ``--out``; ``--only`` one of ``experiments`` when there are several,
+    ``--checkpoints`` when given a default), parsed; sets torch's threads and quiet progress bars."""
     import argparse
     import os
 
@@ -40,7 +41,10 @@ def experiment_args(doc: str, experiments: tuple[str, ...], steps: int = 600):
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=experiments)
+    if experiments:
+        parser.add_argument("--only", choices=experiments)
+    if checkpoints is not None:
+        parser.add_argument("--checkpoints", type=int, default=checkpoints)
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -165,3 +165,45 @@ def test_runs_table_reads_each_runs_last_checkpoint():
                       [8.0, 7.0], [0.015625, 0.015625], 1234, 1.0)
     table = ee.runs_table([run])
     assert "| fixed 1/64 | 1,234 | 9 | 0.0156 | 1.0 | 5.0 | 4.0 | 3.0 | 2.0 |" in table
+
+
+def test_zero_shot_by_language_uses_each_languages_names(corpus, eval_data, monkeypatch):
+    """A stand-in model that embeds an image as its subgroup and a prompt as the subgroup the
+    prompt names *in one language* (Japanese): perfect there, near chance in English."""
+    keys = eval_data.subgroup_names
+    ja = corpus.names("ja", "subgroups")
+    class_of = {ja[k]: i for i, k in enumerate(keys) if k in ja}
+    width = len(keys) + 1
+
+    class Stand(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.device_probe = torch.nn.Parameter(torch.zeros(1))
+
+        def encode_text(self, input_ids, attention_mask):
+            return torch.nn.functional.one_hot(input_ids[:, 0], width).float()
+
+    def tokenize(batch):
+        ids = torch.tensor([[class_of.get(t, len(keys))] for t in batch])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    monkeypatch.setattr(ee, "embed_images",
+                        lambda model, pixels: torch.nn.functional.one_hot(eval_data.subgroups, width).float())
+    out = ee.zero_shot_by_language(Stand(), tokenize, corpus, eval_data, ["ja", "en"])
+    assert out["ja"]["missing"] == 0 and out["ja"]["top1"] == pytest.approx(1.0)
+    assert out["en"]["top1"] < 0.2  # English names are unknown to this stand-in: one tied class
+
+
+def test_the_book_model_is_trained_once_and_cached(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGN_LITE_CACHE", str(tmp_path))
+    config = replace(ee.EMOJI_RECIPE, max_steps=2, warmup_steps=1, batch_size=8, vocab_size=300)
+    model, tokenizer, record = ee.trained_emoji_model(config, corpus=corpus)
+    assert not record["cached"] and record["steps"][-1] == 2
+    assert record["train_pairs"] == ee.train_pairs(corpus, EmojiSplit(), ["en"], ["label"]).num_rows
+    again, tokenizer2, record2 = ee.trained_emoji_model(config, corpus=corpus)
+    assert record2["cached"] and record2["folder"] == record["folder"]
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert tokenizer2(["waving hand"])["input_ids"].tolist() == tokenizer(["waving hand"])["input_ids"].tolist()
+    _, _, other = ee.trained_emoji_model(config, languages=["de"], corpus=corpus)
+    assert not other["cached"] and other["folder"] != record["folder"]  # other data, other model

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,3 +127,21 @@ def test_trained_model_is_cached_by_config_and_reloaded_equal(tmp_path, monkeypa
     assert not any(p.name.startswith(".") for p in (tmp_path / "models").iterdir())  # no staging left
     uncached = ex.trained_model(toy(), cache=False)[2]
     assert uncached["cached"] is False and uncached["folder"] is None
+
+
+def test_training_leaves_the_callers_random_state_as_a_cache_hit_does(tmp_path, monkeypatch):
+    """A notebook's later draws must not depend on whether its model came from the cache."""
+    import random
+
+    monkeypatch.setenv(ex.CACHE_ENV, str(tmp_path))
+
+    def draws_after_asking() -> tuple:
+        random.seed(5), np.random.seed(5), torch.manual_seed(5)
+        ex.trained_model(toy())
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    trained = draws_after_asking()  # trains (reseeding the generators inside), then caches
+    cached = draws_after_asking()
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    untouched = random.random(), float(np.random.rand()), float(torch.rand(()))
+    assert trained == cached == untouched
