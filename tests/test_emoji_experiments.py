@@ -88,14 +88,16 @@ def test_score_is_perfect_for_a_model_that_knows_the_answers(eval_data):
         def encode_image(self, pixels):
             return torch.nn.functional.one_hot(self.rows(pixels), n + 1).float()
 
-        def rows(self, pixels):
-            flat = pixels.flatten(1)
-            return torch.tensor([int(torch.nonzero((all_flat == f).all(1))[0]) for f in flat])
+        def rows(self, pixels):  # the first held-out image drawn pixel for pixel like each one
+            return torch.tensor([first_with[p.numpy().tobytes()] for p in pixels])
 
         def encode_text(self, input_ids, attention_mask):
             return torch.nn.functional.one_hot(input_ids[:, 0], n + 1).float()
 
     all_flat = eval_data.pixels.flatten(1)
+    first_with: dict[bytes, int] = {}
+    for i, p in enumerate(eval_data.pixels):
+        first_with.setdefault(p.numpy().tobytes(), i)
 
     def tokenize(batch):
         ids = torch.tensor([[index_of.get(t, n)] for t in batch])
