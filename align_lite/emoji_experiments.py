@@ -29,6 +29,7 @@ import torch
 from align_lite.data.emoji_corpus import EmojiCorpus, EmojiPairs, EmojiSplit, KINDS, load_emoji_corpus
 from align_lite.data.filters import FilterConfig, apply_filters
 from align_lite.data.tokenizer import AltTextTokenizer, TokenizerConfig, train_tokenizer
+from align_lite.experiments import cached_training
 from align_lite.retrieval import retrieval_recall
 from align_lite.train import TrainConfig, train
 from align_lite.zero_shot import build_classifier, embed_images, embed_texts, topk_accuracy
@@ -201,8 +202,6 @@ def trained_emoji_model(config: TrainConfig = EMOJI_BOOK_MODEL, languages: Seque
     ``languages`` × ``kinds``, cached like :func:`align_lite.experiments.trained_model` (keyed
     also by the corpus's ``MANIFEST.sha256``, the languages and the kinds), so that Chapters 5
     and 6 train it once. The record adds ``train_pairs``."""
-    from align_lite.experiments import cached_training
-
     corpus = corpus or load_emoji_corpus()
     manifest = corpus.root / "MANIFEST.sha256"
     corpus_key = manifest.read_text(encoding="utf-8") if manifest.is_file() else str(corpus.root)
