@@ -329,12 +329,12 @@ def export_imagefolder(corpus: EmojiCorpus, folder: str | Path) -> Path:
         return folder
     staging = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    for i, row in enumerate(corpus.images.to_pylist()):
+    rows = corpus.images.to_pylist()
+    for i, row in enumerate(rows):
         path = staging / row["file_name"]
         path.parent.mkdir(parents=True, exist_ok=True)
         corpus.image(i).save(path, format="PNG")
-    lines = [json.dumps({k: v for k, v in row.items() if k != "cell"}, ensure_ascii=False)
-             for row in corpus.images.to_pylist()]
+    lines = [json.dumps({k: v for k, v in row.items() if k != "cell"}, ensure_ascii=False) for row in rows]
     (staging / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)
