@@ -11,14 +11,19 @@ book's ImageNet-R. A fifth of the concepts is never trained on in any style.
 * :class:`EmojiEval` / :func:`score`: the held-out style's base emoji, Recall@1/5/10 both ways
   with each language's labels as the captions, and zero-shot top-1 over subgroups.
 * :func:`train_on_emoji`: the CPU recipe on the corpus, scored along the way.
+* :func:`trained_emoji_model`: the book's real-data model (600 steps, cached, with its curve);
+  :func:`book_emoji_model`: the same recipe trained far longer, shipped in ``data_samples/``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,10 +31,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from align_lite.data.emoji_corpus import EmojiCorpus, EmojiPairs, EmojiSplit, KINDS, load_emoji_corpus
+from align_lite.data.emoji import sample_folder
+from align_lite.data.emoji_corpus import (EmojiCorpus, EmojiPairs, EmojiSplit, KINDS, corpus_root,
+                                          load_emoji_corpus)
 from align_lite.data.filters import FilterConfig, apply_filters
 from align_lite.data.tokenizer import AltTextTokenizer, TokenizerConfig, train_tokenizer
 from align_lite.experiments import cached_training
+from align_lite.models.checkpoint import CheckpointError, from_pretrained, load_tokenizer
 from align_lite.retrieval import retrieval_recall
 from align_lite.train import TrainConfig, train
 from align_lite.zero_shot import build_classifier, embed_images, embed_texts, topk_accuracy
@@ -187,35 +195,76 @@ def train_on_emoji(config: TrainConfig = EMOJI_RECIPE, pairs: pa.Table | None = 
     return run, result.model.eval(), tokenizer
 
 
-#: The real-data model Chapters 5 and 6 study: the CPU recipe, 600 steps (~150 s on 2 cores), on
-#: the set that learns most in that budget (Chapter 4's noise-versus-scale runs): the English
-#: labels of both training styles. ``benchmarks/emoji_multilingual.py`` trains the multilingual one.
+#: The real-data model of Chapters 4–6: the CPU recipe, 600 steps (~150 s on 2 cores), on the
+#: set that learns most in that budget (Chapter 4's noise-versus-scale runs): the English labels
+#: of both training styles. ``benchmarks/emoji_multilingual.py`` trains the multilingual one.
 EMOJI_BOOK_MODEL = EMOJI_RECIPE
 EMOJI_BOOK_LANGUAGES: tuple[str, ...] = ("en",)
 EMOJI_BOOK_KINDS: tuple[str, ...] = ("label",)
+#: :func:`trained_emoji_model` scores the held-out style (English labels) every this many steps.
+EMOJI_BOOK_EVAL_EVERY = 150
+#: The shipped long run of the same recipe on the same pairs (``benchmarks/book_model.py``),
+#: a folder inside ``data_samples/``.
+BOOK_MODEL_DIR = "emoji_model"
 
 
 def trained_emoji_model(config: TrainConfig = EMOJI_BOOK_MODEL, languages: Sequence[str] = EMOJI_BOOK_LANGUAGES,
                         kinds: Sequence[str] = EMOJI_BOOK_KINDS, corpus: EmojiCorpus | None = None,
-                        cache: bool = True) -> tuple[torch.nn.Module, AltTextTokenizer, dict]:
+                        cache: bool = True, log_fns: Sequence[Any] = ()) -> tuple[torch.nn.Module, AltTextTokenizer, dict]:
     """(model, tokenizer, record) of ``config`` trained on the default split's pairs of
     ``languages`` × ``kinds``, cached like :func:`align_lite.experiments.trained_model` (keyed
-    also by the corpus's ``MANIFEST.sha256``, the languages and the kinds), so that Chapters 5
-    and 6 train it once. The record adds ``train_pairs``."""
+    also by the corpus's ``MANIFEST.sha256``, the languages and the kinds), so that Chapters 4,
+    5 and 6 train it once. The record adds ``train_pairs`` and ``curve``: the held-out style's
+    English scores (:func:`score`) every :data:`EMOJI_BOOK_EVAL_EVERY` steps and at the end.
+    ``log_fns`` (e.g. a :class:`~align_lite.plots.LiveCurves`) see the training's log records
+    when it trains; a cached model comes back without training."""
     corpus = corpus or load_emoji_corpus()
     manifest = corpus.root / "MANIFEST.sha256"
     corpus_key = manifest.read_text(encoding="utf-8") if manifest.is_file() else str(corpus.root)
     data_key = json.dumps({"corpus": corpus_key, "split": asdict(EmojiSplit()), "languages": list(languages),
-                           "kinds": list(kinds)}, sort_keys=True)
+                           "kinds": list(kinds), "eval_every": EMOJI_BOOK_EVAL_EVERY}, sort_keys=True)
     pairs = train_pairs(corpus, EmojiSplit(), list(languages), list(kinds))
+    curve: list[dict[str, float]] = []
 
     def fit():
         data = EmojiPairs.of(corpus, pairs)
         tokenizer = emoji_tokenizer(data.texts, config.vocab_size, config.text_length)
-        return train(replace(config, eval_size=0, eval_every=0, tensorboard=False), data, tokenizer=tokenizer)
+        held_out = EmojiEval.of(corpus, EmojiSplit(), ["en"])
 
-    model, tokenizer, record = cached_training(config, fit, data_key, cache)
+        def hook(model, step):
+            scores = score(model, tokenizer, held_out)
+            curve.append({"step": step, **{k: v for k, v in scores.items() if k != "images"}})
+            return {k: v for k, v in scores.items() if k in ("en/t2i_r10", "zero_shot_subgroup_top1")}
+
+        changed = replace(config, eval_size=0, eval_every=EMOJI_BOOK_EVAL_EVERY, tensorboard=False)
+        return train(changed, data, eval_fns=[hook], tokenizer=tokenizer, log_fns=log_fns)
+
+    model, tokenizer, record = cached_training(config, fit, data_key, cache, lambda: {"curve": curve})
     return model, tokenizer, {**record, "train_pairs": pairs.num_rows}
+
+
+def book_emoji_model(folder: str | Path | None = None) -> tuple[torch.nn.Module, AltTextTokenizer, dict]:
+    """(model, tokenizer, record) of the shipped long run (:data:`BOOK_MODEL_DIR`): the recipe
+    and pairs of :func:`trained_emoji_model`, trained far past the 3-minute budget by
+    ``benchmarks/book_model.py``. The record holds its held-out curve, command and machine.
+    Nothing is downloaded. Raises :class:`FileNotFoundError` when the folder is missing and
+    :class:`~align_lite.models.checkpoint.CheckpointError` when it lacks the tokenizer or record;
+    warns when the corpus has changed since the model was trained."""
+    folder = Path(folder) if folder is not None else sample_folder(BOOK_MODEL_DIR, "the shipped emoji model",
+                                                                  marker="record.json")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (the shipped emoji model)")
+    if not (folder / "record.json").is_file():
+        raise CheckpointError(f"{folder}: no record.json; rebuild it with python benchmarks/book_model.py")
+    record = json.loads((folder / "record.json").read_text(encoding="utf-8"))
+    model, tokenizer = from_pretrained(folder), load_tokenizer(folder)
+    if tokenizer is None:
+        raise CheckpointError(f"{folder}: no tokenizer; rebuild it with python benchmarks/book_model.py")
+    manifest = corpus_root() / "MANIFEST.sha256"
+    if manifest.is_file() and hashlib.sha256(manifest.read_bytes()).hexdigest() != record.get("corpus_manifest_sha256"):
+        warnings.warn(f"{folder} was trained on another version of the emoji corpus; its recorded scores "
+                      "may not match (rebuild it with python benchmarks/book_model.py)", stacklevel=2)
+    return model.eval(), tokenizer, record
 
 
 # ---------------------------------------------------------------------------------------------

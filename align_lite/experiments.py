@@ -296,18 +296,20 @@ def caller_rng_kept() -> Iterator[None]:
 
 
 def cached_training(config: TrainConfig, fit: Callable[[], Any], data_key: str = "",
-                    cache: bool = True) -> tuple[torch.nn.Module, Any, dict]:
+                    cache: bool = True, extra_record: Callable[[], dict] | None = None,
+                    ) -> tuple[torch.nn.Module, Any, dict]:
     """(model, tokenizer, record) of ``fit()`` (which trains ``config`` and returns a
     :class:`~align_lite.train.TrainResult`), cached under :func:`cache_dir` by ``config``,
     ``data_key`` (what the data is, when it is not the config's world) and the package's source.
-    See :func:`trained_model`; the record is written last, so a half-written folder is never
-    read as a model."""
+    ``extra_record()``, called after ``fit``, adds to the record (e.g. a held-out curve kept by
+    ``fit``'s eval hook), so a cached model comes back with it. See :func:`trained_model`; the
+    record is written last, so a half-written folder is never read as a model."""
     with caller_rng_kept():  # training reseeds the global generators, loading draws an init
-        return _cached_training(config, fit, data_key, cache)
+        return _cached_training(config, fit, data_key, cache, extra_record)
 
 
-def _cached_training(config: TrainConfig, fit: Callable[[], Any], data_key: str,
-                     cache: bool) -> tuple[torch.nn.Module, Any, dict]:
+def _cached_training(config: TrainConfig, fit: Callable[[], Any], data_key: str, cache: bool,
+                     extra_record: Callable[[], dict] | None) -> tuple[torch.nn.Module, Any, dict]:
     payload = json.dumps(config.to_dict(), sort_keys=True) + data_key + _source_digest()
     key = hashlib.sha256(payload.encode()).hexdigest()[:16]
     folder = cache_dir() / "models" / key
@@ -316,7 +318,8 @@ def _cached_training(config: TrainConfig, fit: Callable[[], Any], data_key: str,
         return from_pretrained(folder).eval(), load_tokenizer(folder), {**record, "cached": True, "folder": str(folder)}
     result = fit()
     record = {"steps": result.steps, "losses": result.losses, "temperatures": result.temperatures,
-              "seconds": result.seconds, "config": config.to_dict(), "data": data_key}
+              "seconds": result.seconds, "config": config.to_dict(), "data": data_key,
+              **(extra_record() if extra_record is not None else {})}
     if cache:
         staging = folder.parent / f".{key}.tmp-{os.getpid()}"
         save_pretrained(result.model, staging, result.tokenizer)

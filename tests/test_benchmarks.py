@@ -106,3 +106,19 @@ def test_quality_per_minute_scores_both_prompt_sets_and_judges_the_target():
     table = quality.markdown(fake, threads=1)
     assert "Number prompts: >= 95 % first at 240 s (step 2400)." in table
     assert "Single prompt: >= 95 % not reached in 360 s (best 50.0 %)." in table
+
+
+def test_book_model_trains_the_book_recipe_and_records_its_curve():
+    book_model = pytest.importorskip("book_model")
+    from align_lite.emoji_experiments import EMOJI_BOOK_MODEL
+
+    record, model, tokenizer = book_model.run(steps=24, checkpoints=2)  # the recipe warms up for 20
+    assert [p["step"] for p in record["points"]] == [12, 24]
+    assert record["config"]["max_steps"] == 24 and record["config"]["lr"] == EMOJI_BOOK_MODEL.lr
+    assert record["languages"] == ["en"] and record["kinds"] == ["label"]
+    last = record["points"][-1]
+    assert 0 <= last["scores"]["en/t2i_r10"] <= 1 and last["temperature"] == pytest.approx(model.temperature.item())
+    assert len(tokenizer(["waving hand"])["input_ids"][0]) > 0
+    record.update(threads=2, cpu="test CPU", torch="x")
+    table = book_model.markdown(record)
+    assert "| 24 |" in table and f"{100 * last['scores']['en/t2i_r10']:.1f}" in table

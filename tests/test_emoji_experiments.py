@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -12,8 +15,10 @@ import pytest
 import torch
 
 from align_lite import emoji_experiments as ee
+from align_lite.data.emoji import sample_folder
 from align_lite.data.emoji_corpus import EmojiSplit, load_emoji_corpus
 from align_lite.data.filters import FilterConfig
+from align_lite.models.checkpoint import CheckpointError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import emoji_quality  # noqa: E402  (benchmarks/emoji_quality.py)
@@ -204,8 +209,39 @@ def test_the_book_model_is_trained_once_and_cached(corpus, tmp_path, monkeypatch
     assert record["train_pairs"] == ee.train_pairs(corpus, EmojiSplit(), ["en"], ["label"]).num_rows
     again, tokenizer2, record2 = ee.trained_emoji_model(config, corpus=corpus)
     assert record2["cached"] and record2["folder"] == record["folder"]
+    assert [point["step"] for point in record["curve"]] == [2]  # scored at the end (eval every 150)
+    assert 0 <= record["curve"][-1]["en/t2i_r10"] <= 1 and record2["curve"] == record["curve"]
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     assert tokenizer2(["waving hand"])["input_ids"].tolist() == tokenizer(["waving hand"])["input_ids"].tolist()
     _, _, other = ee.trained_emoji_model(config, languages=["de"], corpus=corpus)
     assert not other["cached"] and other["folder"] != record["folder"]  # other data, other model
+
+
+def test_the_shipped_model_scores_what_its_record_says(corpus):
+    model, tokenizer, record = ee.book_emoji_model()
+    assert record["corpus_manifest_sha256"] == hashlib.sha256((corpus.root / "MANIFEST.sha256").read_bytes()).hexdigest()
+    last = record["points"][-1]
+    assert last["step"] == record["config"]["max_steps"] >= 10 * ee.EMOJI_BOOK_MODEL.max_steps  # far past the budget
+    assert record["train_pairs"] == ee.train_pairs(corpus, EmojiSplit(), ["en"], ["label"]).num_rows
+    scores = ee.score(model, tokenizer, ee.EmojiEval.of(corpus, EmojiSplit(), ["en", "ja"]))
+    for key in ("en/t2i_r1", "en/t2i_r10", "en/i2t_r10", "ja/t2i_r10", "zero_shot_subgroup_top1"):
+        assert scores[key] == pytest.approx(last["scores"][key], abs=2e-3), key
+    assert scores["en/t2i_r10"] > 0.05  # well above chance (0.5 %)
+
+
+def test_the_shipped_model_fails_clearly_when_damaged(tmp_path):
+    shipped = sample_folder(ee.BOOK_MODEL_DIR, "the shipped emoji model", marker="record.json")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        ee.book_emoji_model(tmp_path / "missing")
+    copy = shutil.copytree(shipped, tmp_path / "copy")
+    record = json.loads((copy / "record.json").read_text())
+    (copy / "record.json").write_text(json.dumps({**record, "corpus_manifest_sha256": "0" * 64}))
+    with pytest.warns(UserWarning, match="another version of the emoji corpus"):
+        ee.book_emoji_model(copy)
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="no tokenizer"):
+        ee.book_emoji_model(copy)
+    (copy / "record.json").unlink()
+    with pytest.raises(CheckpointError, match="no record.json"):
+        ee.book_emoji_model(copy)

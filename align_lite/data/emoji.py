@@ -58,8 +58,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "align_lite")
 
 
-def sample_folder(name: str, what: str) -> Path:
-    """The folder ``data_samples/<name>`` (one holding a ``metadata.jsonl``) of the shipped data.
+def sample_folder(name: str, what: str, marker: str = "metadata.jsonl") -> Path:
+    """The folder ``data_samples/<name>`` (one holding a ``marker`` file) of the shipped data.
 
     Looked up as the installed resource package ``align_lite.data_samples`` (present after an
     editable or a regular install); falls back to ``data_samples/`` of a source checkout that is
@@ -73,7 +73,7 @@ def sample_folder(name: str, what: str) -> Path:
         pass
     candidates.append(_REPO_DATA_SAMPLES / name)
     for folder in candidates:
-        if (folder / "metadata.jsonl").is_file():
+        if (folder / marker).is_file():
             return folder
     tried = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(
