@@ -33,15 +33,20 @@ fast enough, recall is exactly 1, and the interesting number is latency (see
 Pass ``index_type="HNSW"`` for larger collections, tune ``search(search_params={"ef": ...})``, and
 measure recall against exact search before trusting it.
 
-Scores are Milvus' raw ``distance``: for ``IP`` (the default; cosine similarity for
-L2-normalised embeddings, as the dual encoder produces) and ``COSINE`` larger is closer; for
-``L2`` smaller is closer. Results are ordered closest first either way.
+Scores are Milvus' raw ``distance``: for ``IP`` (the default) and ``COSINE`` larger is closer;
+for ``L2`` smaller is closer. Results are ordered closest first either way. Under ``IP`` every
+row and query is L2-normalised before it reaches Milvus, so a score is the cosine similarity
+whatever the input's length (the dual encoder's embeddings are unit already; a ×1000 vector no
+longer outranks the rest). Under ``IP`` and ``COSINE`` a zero vector has no direction and is
+refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -54,7 +59,7 @@ import torch
 # gRPC's C core logs keepalive complaints of Milvus Lite's local server ("too_many_pings")
 # straight to stderr, into whatever notebook cell runs at the time; errors still raise.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-from pymilvus import DataType, MilvusClient  # noqa: E402  (after the variable above)
+from pymilvus import DataType, MilvusClient, MilvusException  # noqa: E402  (after the variable above)
 
 __all__ = ["Hit", "VectorIndex", "METRICS", "INDEX_TYPES", "ANN_INDEX_TYPES", "faiss_available"]
 
@@ -152,6 +157,44 @@ def as_matrix(x: Matrix, dim: int, name: str) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def directions(array: np.ndarray, metric: str, name: str) -> np.ndarray:
+    """``array`` (N, D) as the index stores or searches it: under ``IP`` each row that is not of
+    unit length (to 1e-4) scaled to it, so scores are cosines; under ``IP`` and ``COSINE`` a zero
+    row is an error (it has no direction); under ``L2`` unchanged.
+
+    Raises:
+        ValueError: zero rows under ``IP``/``COSINE`` (the first few are named).
+    """
+    if metric == "L2" or not len(array):
+        return array
+    norms = np.linalg.norm(array, axis=1)
+    zero = np.flatnonzero(norms < 1e-12)
+    if zero.size:
+        raise ValueError(f"{name} contain {zero.size} zero vector(s), first at rows {zero[:5].tolist()}: "
+                         f"a zero vector has no direction under metric {metric}")
+    off = np.abs(norms - 1.0) > 1e-4  # unit rows stay bit for bit what the caller gave
+    if metric != "IP" or not off.any():
+        return array
+    array = array.copy()
+    array[off] /= norms[off, None]
+    return array
+
+
+@contextlib.contextmanager
+def _quiet_pymilvus():
+    """Keep pymilvus and Milvus Lite from logging an error (with its traceback) to stderr while
+    we turn it into a one-line error of our own."""
+    loggers = [logging.getLogger(name) for name in ("pymilvus", "milvus_lite")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def check_ids(ids: list[int], n: int) -> list[int]:
     """Validate explicit ids for ``n`` rows: ints in int64 range, one per row, no repeats."""
     if len(ids) != n:
@@ -220,8 +263,9 @@ class VectorIndex:
         token: credentials for a Milvus server (``"user:password"`` or an API key).
 
     Raises:
-        ValueError: bad ``uri``/``metric``/``index_type``; ``dim`` missing when creating; or a
-            ``dim``/``metric``/``index_type`` that contradicts the existing collection.
+        ValueError: bad ``uri``/``metric``/``index_type``; ``dim`` missing when creating; a
+            ``dim``/``metric``/``index_type`` that contradicts the existing collection; or a
+            database that cannot be opened (held by another process, or not Milvus Lite's).
         ImportError: an ``HNSW``/``IVF_FLAT`` collection on Milvus Lite without ``faiss``.
     """
 
@@ -233,7 +277,13 @@ class VectorIndex:
             check_positive(dim, "dim", upper=32_768)
         self.uri = resolve_uri(uri)
         self.collection = collection
-        self._client: MilvusClient | None = MilvusClient(uri=self.uri, token=token)
+        try:
+            with _quiet_pymilvus():
+                self._client: MilvusClient | None = MilvusClient(uri=self.uri, token=token)
+        except MilvusException as error:
+            raise ValueError(f"could not open the Milvus database {self.uri}: {getattr(error, 'message', error)} "
+                             "(a Milvus Lite .db is a folder that one process at a time may use: is another "
+                             "process holding it, or is it not a Milvus Lite database?)") from None
         if self._client.has_collection(collection):
             self.dim, self.metric, self.index_type = self._open(dim, metric, index_type)
         else:
@@ -302,7 +352,7 @@ class VectorIndex:
             ValueError / TypeError: wrong shape or dimension, NaN/inf, bad or repeated ids,
                 ids already present, bad metadata, bad ``batch_size``.
         """
-        vectors = as_matrix(embeddings, self.dim, "embeddings")
+        vectors = directions(as_matrix(embeddings, self.dim, "embeddings"), self.metric, "embeddings")
         check_positive(batch_size, "batch_size")
         n = len(vectors)
         metadata = check_metadata(metadata, n)
@@ -349,7 +399,8 @@ class VectorIndex:
         """Top-``k`` rows for each of the Q queries (Q, D), closest first.
 
         ``filter`` is a Milvus boolean expression over ``id`` and metadata keys, passed through
-        unchanged (e.g. ``'kind == "image"'``, ``'id in [1, 2]'``). Queries go to Milvus in
+        unchanged (e.g. ``'kind == "image"'``, ``'id in [1, 2]'``); one Milvus cannot parse is a
+        ``ValueError`` that quotes it. Queries go to Milvus in
         batches of ``batch_size``; Milvus Lite pays an O(rows) Python cost per batch, so keep
         batches large. ``search_params`` replaces the index's default search-time parameters
         (``{"ef": 64}`` for HNSW, ``{"nprobe": 16}`` for IVF_FLAT; FLAT has none): larger values
@@ -358,7 +409,7 @@ class VectorIndex:
         Returns:
             Q lists of ``Hit``.
         """
-        q = as_matrix(queries, self.dim, "queries")
+        q = directions(as_matrix(queries, self.dim, "queries"), self.metric, "queries")
         check_positive(k, "k", upper=MAX_K)
         check_positive(batch_size, "batch_size", upper=MAX_K)
         if filter is not None and not isinstance(filter, str):
@@ -369,9 +420,16 @@ class VectorIndex:
         params = {"metric_type": self.metric, "params": tuning}
         results: list[list[Hit]] = []
         for start in range(0, len(q), batch_size):
-            batch = self.client.search(self.collection, data=q[start:start + batch_size].tolist(), limit=k,
-                                       filter=filter or "", output_fields=["$meta"], anns_field="vector",
-                                       search_params=params)
+            try:
+                with _quiet_pymilvus():
+                    batch = self.client.search(self.collection, data=q[start:start + batch_size].tolist(),
+                                               limit=k, filter=filter or "", output_fields=["$meta"],
+                                               anns_field="vector", search_params=params)
+            except MilvusException as error:
+                if filter:
+                    raise ValueError(f"Milvus could not apply the filter {filter!r}: "
+                                     f"{getattr(error, 'message', error)}") from None
+                raise
             results += [[_to_hit(h) for h in hits] for hits in batch]
         return results
 

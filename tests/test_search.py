@@ -254,3 +254,32 @@ def test_ann_index_is_built_by_add_and_used_by_search(tmp_path, keys, index_type
         assert [row[0].id for row in index.search(keys[:20], k=1, search_params=tuning)] == list(range(20))
     with VectorIndex(path) as again:  # reopening loads the stored index type and its sidecars
         assert again.index_type == index_type and len(again) == N
+
+
+def test_inner_product_scores_are_cosines_whatever_the_length(fresh):
+    # Before: the ×1000 row outranked the exact match, and zero vectors were stored.
+    fresh.add(torch.tensor([[1.0, 0, 0, 0], [1000.0, 1000.0, 0, 0], [0, 0.001, 0, 0.001]]))
+    hits = fresh.search(torch.tensor([[3.0, 0, 0, 0]]), k=3)[0]
+    assert [h.id for h in hits] == [0, 1, 2]
+    assert [h.score for h in hits] == pytest.approx([1.0, 2 ** -0.5, 0.0], abs=1e-6)
+    with pytest.raises(ValueError, match=r"2 zero vector\(s\), first at rows \[0, 2\]"):
+        fresh.add(torch.tensor([[0.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="zero vector"):
+        fresh.search(torch.zeros(1, 4))
+    assert len(fresh) == 3
+
+
+def test_a_filter_milvus_cannot_parse_is_one_clear_error(fresh, capfd):
+    fresh.add(torch.eye(4), metadata=[{"kind": "image"}] * 4)
+    with pytest.raises(ValueError, match=r"could not apply the filter 'kind == == \"image\"'"):
+        fresh.search(torch.eye(4)[:1], filter='kind == == "image"')
+    assert "Traceback" not in capfd.readouterr().err
+    assert len(fresh.search(torch.eye(4)[:1], k=4, filter='kind == "image"')[0]) == 4
+
+
+def test_a_database_that_cannot_be_opened_is_one_clear_error(tmp_path, capfd):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("not a database")  # a Milvus Lite .db is a folder
+    with pytest.raises(ValueError, match="could not open the Milvus database .*garbage.db"):
+        VectorIndex(garbage, dim=4)
+    assert "Traceback" not in capfd.readouterr().err
