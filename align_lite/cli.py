@@ -1,7 +1,7 @@
 """The ``align-lite`` command.
 
-    align-lite data make   --n N --seed S --out DIR [--clean]
-    align-lite data filter IN --out OUT [--report FILE] [--eval-set DIR] [threshold options]
+    align-lite data make   --n N --seed S --out DIR [--clean] [--overwrite]
+    align-lite data filter IN --out OUT [--report FILE] [--eval-set DIR] [--overwrite] [--link] [threshold options]
     align-lite data stats  IN
     align-lite data shards IN --out 'DIR/shard-%06d.tar' [--max-count N]
     align-lite train --preset P [--data DIR|world] --out RUN [--max-steps N | --max-seconds S] [--resume]
@@ -77,16 +77,21 @@ def _add_make(commands) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output folder (images/ + metadata.jsonl)")
     p.add_argument("--clean", action="store_true", help="no alt-text or image noise")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (refused otherwise)")
     p.set_defaults(handler=_run_make)
 
 
 def _run_make(args: argparse.Namespace) -> None:
+    from align_lite.data.records import DataFormatError
     from align_lite.data.world import WorldConfig, write_world
 
     if args.n < 1:
         raise CommandError("--n must be at least 1")
     config = (WorldConfig.clean if args.clean else WorldConfig.noisy)(n=args.n, seed=args.seed)
-    out = write_world(config, args.out)
+    try:
+        out = write_world(config, args.out, overwrite=args.overwrite)
+    except DataFormatError as err:
+        raise CommandError(str(err)) from err
     print(f"wrote {args.n:,} pairs to {out}")
 
 
@@ -119,6 +124,9 @@ def _add_filter(commands) -> None:
     p.add_argument("--eval-set", type=Path, help="remove exact/near duplicates of these images")
     p.add_argument("--near-duplicate-cosine", type=float, default=0.975)
     p.add_argument("--workers", type=int, default=2, help="threads decoding images")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (refused otherwise)")
+    p.add_argument("--link", action="store_true",
+                   help="hard-link the kept images instead of copying them (an edit of one changes the other)")
     defaults = FilterConfig()
     for f in fields(FilterConfig):
         flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
@@ -138,7 +146,8 @@ def _run_filter(args: argparse.Namespace) -> None:
     try:
         eval_log = SkipLog()
         eval_set = load_eval_set(args.eval_set, log=eval_log) if args.eval_set else None
-        result = curate(args.input, args.out, config, eval_set, args.near_duplicate_cosine, args.workers)
+        result = curate(args.input, args.out, config, eval_set, args.near_duplicate_cosine, args.workers,
+                        overwrite=args.overwrite, link=args.link)
     except DataFormatError as err:
         raise CommandError(str(err)) from err
     report = result.report
@@ -399,6 +408,8 @@ def _run_train(args: argparse.Namespace) -> None:
             raise CommandError(f"--data {data}: no such file or folder")
     from align_lite.data.records import DataFormatError
 
+    if args.out.exists() and not args.out.is_dir():
+        raise CommandError(f"--out {args.out} is a file, not a run folder")
     try:
         result = train(config, data=data, out_dir=args.out, resume=args.resume)
     except DataFormatError as err:
@@ -586,6 +597,10 @@ def _add_index(commands) -> None:
     p.add_argument("--db", required=True, help="Milvus Lite file (.db) or Milvus server URI")
     p.add_argument("--collection", default="align_lite")
     p.add_argument("--max-images", type=int)
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--append", action="store_true",
+                       help="add the rows to a collection that already has some (same model only)")
+    again.add_argument("--overwrite", action="store_true", help="replace a collection that already has rows")
     p.set_defaults(handler=_run_index)
 
 
@@ -604,17 +619,31 @@ def _run_index(args: argparse.Namespace) -> None:
 
     folder = _model_folder(args.run)
     model, tokenizer = _load_model(folder)
-    data = load_eval_set(args.data, model.config.image.image_size, args.max_images)
-    names = data.image_names
-    images, texts = embed_images(model, data.pixels), embed_texts(model, tokenizer, data.texts)
-    rows = [{"kind": "image", "file_name": names[i], "text": ""} for i in range(len(images))]
-    rows += [{"kind": "text", "file_name": names[int(j)], "text": t} for t, j in zip(data.texts, data.text_to_image)]
-
-    with VectorIndex(args.db, args.collection, dim=images.shape[1]) as index:
+    card = _index_card(args.db)
+    with VectorIndex(args.db, args.collection, dim=model.config.embed_dim) as index:  # opened before embedding
+        if len(index) and not (args.append or args.overwrite):
+            raise CommandError(f"collection {args.collection!r} in {args.db} already holds {len(index)} vectors; "
+                               "pass --overwrite to replace them or --append to add to them")
+        if len(index) and args.append and card.is_file():
+            made_by = json.loads(card.read_text()).get("model")
+            if made_by != str(folder.resolve()):
+                raise CommandError(f"{args.db} was indexed with the model {made_by}, not {folder.resolve()}: "
+                                   "vectors of two models cannot be searched together (use --overwrite)")
+        if len(index) and args.overwrite:
+            index.drop()
+            index = VectorIndex(args.db, args.collection, dim=model.config.embed_dim)
+        data = load_eval_set(args.data, model.config.image.image_size, args.max_images)
+        names = data.image_names
+        images = embed_images(model, data.pixels, progress_desc="embed images")
+        texts = embed_texts(model, tokenizer, data.texts, progress_desc="embed captions")
+        rows = [{"kind": "image", "file_name": names[i], "text": ""} for i in range(len(images))]
+        rows += [{"kind": "text", "file_name": names[int(j)], "text": t}
+                 for t, j in zip(data.texts, data.text_to_image)]
         ids = index.add(torch.cat([images, texts]), metadata=rows)
         total = len(index)
-    _index_card(args.db).write_text(json.dumps({"model": str(folder.resolve()), "collection": args.collection,
-                                                "dim": int(images.shape[1])}, indent=1) + "\n")
+        index.close()
+    card.write_text(json.dumps({"model": str(folder.resolve()), "collection": args.collection,
+                                "dim": int(images.shape[1])}, indent=1) + "\n")
     skipped = sum((data.skipped or {}).values())
     print(f"indexed {len(images)} images and {len(texts)} captions ({len(ids)} vectors, {total} in the collection)"
           + (f"; skipped {skipped} unreadable rows" if skipped else "") + f" -> {args.db}")
@@ -634,6 +663,7 @@ def _add_search(commands) -> None:
     p.add_argument("--kind", choices=("image", "text", "any"), help="what to retrieve")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--run", type=Path, help="model to embed the query with (default: the one recorded by index)")
+    p.add_argument("--collection", help="the collection to search (default: the one recorded by index)")
     p.set_defaults(handler=_run_search)
 
 
@@ -648,12 +678,17 @@ def _run_search(args: argparse.Namespace) -> None:
     if not args.text and args.image is None:
         raise CommandError("give --text, --image, or both")
     card = _index_card(args.db)
+    recorded = json.loads(card.read_text()) if card.is_file() else {}
     if args.run is not None:
         folder = _model_folder(args.run)
-    elif card.is_file():
-        folder = Path(json.loads(card.read_text())["model"])
+        if recorded.get("model") and recorded["model"] != str(folder.resolve()):
+            print(f"warning: {args.db} was indexed with the model {recorded['model']}; queries embedded with "
+                  f"{folder.resolve()} may not be comparable with its vectors", file=sys.stderr)
+    elif recorded:
+        folder = Path(recorded["model"])
     else:
         raise CommandError(f"no {card} (written by `align-lite index`): pass --run to say which model made the index")
+    collection = args.collection or recorded.get("collection", "align_lite")
     model, tokenizer = _load_model(folder)
     query = None
     if args.image is not None:
@@ -667,7 +702,7 @@ def _run_search(args: argparse.Namespace) -> None:
         text = embed_texts(model, tokenizer, [args.text])
         query = text if query is None else compose_query(query, text, text_weight=args.text_weight)
     kind = args.kind or ("text" if args.image is not None and not args.text else "image")
-    with VectorIndex(args.db) as index:
+    with VectorIndex(args.db, collection) as index:
         hits = index.search(query, k=args.k, filter=None if kind == "any" else f'kind == "{kind}"')[0]
     for rank, hit in enumerate(hits, 1):
         meta = hit.metadata

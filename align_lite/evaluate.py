@@ -140,8 +140,8 @@ def evaluate(model: torch.nn.Module, tokenize: Callable, data: EvalSet, template
              ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Recall@k both ways over all images and captions, and, when ``data`` has classes, zero-shot
     top-1/top-5 over its labelled images. Numbers in [0, 1], plus the set's sizes."""
-    images = embed_images(model, data.pixels)
-    texts = embed_texts(model, tokenize, data.texts)
+    images = embed_images(model, data.pixels, progress_desc="embed images")
+    texts = embed_texts(model, tokenize, data.texts, progress_desc="embed captions")
     out: dict[str, float] = {"images": float(len(images)), "captions": float(len(texts))}
     out.update(retrieval_recall(images, texts, data.text_to_image, ks))
     if data.labels is not None and data.classnames:

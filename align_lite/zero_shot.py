@@ -22,11 +22,13 @@ align_lite :class:`~align_lite.models.AlignDualEncoder` with its
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 
 import torch
 import torch.nn.functional as F
+
+from align_lite.progress import progress
 
 Tokenize = Callable[[list[str]], "dict[str, torch.Tensor]"]
 TEMPLATE_SETS = ("imagenet_80", "imagenet_7", "single", "world")
@@ -48,16 +50,24 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _batches(n: int, batch_size: int, desc: str | None) -> Iterable[int]:
+    """The start of each batch; shown as a progress bar when ``desc`` is given."""
+    starts = range(0, n, batch_size)
+    return starts if desc is None else progress(starts, desc=desc, unit="batch")
+
+
 @torch.no_grad()
-def embed_texts(model: torch.nn.Module, tokenize: Tokenize, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """Texts → (M, D) float32 unit text embeddings, in batches, model in eval mode."""
+def embed_texts(model: torch.nn.Module, tokenize: Tokenize, texts: Sequence[str], batch_size: int = 256,
+                progress_desc: str | None = None) -> torch.Tensor:
+    """Texts → (M, D) float32 unit text embeddings, in batches, model in eval mode (with
+    ``progress_desc``, a progress bar of that name over the batches)."""
     if not texts:
         raise ValueError("embed_texts needs at least one text")
     device, was_training = _device_of(model), model.training
     model.eval()
     try:
         chunks = []
-        for start in range(0, len(texts), batch_size):
+        for start in _batches(len(texts), batch_size, progress_desc):
             encoded = tokenize(list(texts[start:start + batch_size]))
             chunks.append(model.encode_text(encoded["input_ids"].to(device),
                                             encoded["attention_mask"].to(device)).float())
@@ -67,13 +77,15 @@ def embed_texts(model: torch.nn.Module, tokenize: Tokenize, texts: Sequence[str]
 
 
 @torch.no_grad()
-def embed_images(model: torch.nn.Module, pixels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """(N, 3, S, S) preprocessed pixels → (N, D) float32 unit image embeddings, model in eval mode."""
+def embed_images(model: torch.nn.Module, pixels: torch.Tensor, batch_size: int = 256,
+                 progress_desc: str | None = None) -> torch.Tensor:
+    """(N, 3, S, S) preprocessed pixels → (N, D) float32 unit image embeddings, model in eval mode
+    (with ``progress_desc``, a progress bar of that name over the batches)."""
     device, was_training = _device_of(model), model.training
     model.eval()
     try:
         chunks = [model.encode_image(pixels[start:start + batch_size].to(device)).float()
-                  for start in range(0, len(pixels), batch_size)]
+                  for start in _batches(len(pixels), batch_size, progress_desc)]
     finally:
         model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0, 0)

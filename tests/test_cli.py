@@ -185,3 +185,65 @@ def test_filter_counts_undecodable_eval_images(world, tmp_path, capsys):
     (eval_dir / "broken.png").write_bytes(b"\x89PNG not really")
     assert main(["data", "filter", str(world), "--out", str(tmp_path / "k"), "--eval-set", str(eval_dir)]) == 0
     assert "eval set: skipped 1 rows (corrupt_image: 1)" in capsys.readouterr().out
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_make_refuses_a_non_empty_out_and_overwrite_leaves_no_orphans(tmp_path, capsys):
+    out = tmp_path / "pairs"
+    assert main(["data", "make", "--n", "60", "--seed", "1", "--out", str(out)]) == 0
+    before = {name: (out / name).read_bytes() for name in files_under(out)}
+    assert main(["data", "make", "--n", "20", "--seed", "2", "--out", str(out)]) == 1
+    assert "is not empty" in capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in files_under(out)} == before  # untouched
+    assert main(["data", "make", "--n", "20", "--seed", "2", "--out", str(out), "--overwrite"]) == 0
+    rows = read_jsonl(out / "metadata.jsonl")
+    assert len(rows) == 20
+    assert files_under(out) == sorted({r["file_name"] for r in rows} | {"metadata.jsonl"})  # no orphan
+    assert [p.name for p in tmp_path.iterdir()] == ["pairs"]  # no staging folder left behind
+
+
+def test_filter_copies_images_unless_asked_to_link_and_refuses_a_non_empty_out(world, tmp_path, capsys):
+    copied, linked = tmp_path / "copied", tmp_path / "linked"
+    assert main(["data", "filter", str(world), "--out", str(copied)]) == 0
+    assert main(["data", "filter", str(world), "--out", str(linked), "--link"]) == 0
+    name = read_jsonl(copied / "metadata.jsonl")[0]["file_name"]
+    assert (copied / name).read_bytes() == (world / name).read_bytes()
+    assert (copied / name).stat().st_ino != (world / name).stat().st_ino  # a copy: editing it leaves the input
+    assert (linked / name).stat().st_ino == (world / name).stat().st_ino
+    assert main(["data", "filter", str(world), "--out", str(copied)]) == 1
+    assert "is not empty" in capsys.readouterr().err
+    assert main(["data", "filter", str(world), "--out", str(copied), "--overwrite"]) == 0
+
+
+def test_an_interrupted_filter_leaves_the_old_output_intact(world, tmp_path, monkeypatch):
+    from align_lite.data import curate as curate_module
+
+    out = tmp_path / "kept"
+    curate_module.curate(world, out)
+    before = {name: (out / name).read_bytes() for name in files_under(out)}
+
+    def dies_halfway(file_names, src_root, dst_root, link=False):
+        shutil.copy2(src_root / file_names[0], dst_root / "partial.png")
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C while the images were written
+
+    monkeypatch.setattr(curate_module, "copy_images", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        curate_module.curate(world, out, overwrite=True)
+    assert {name: (out / name).read_bytes() for name in files_under(out)} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+
+
+def test_train_gives_one_line_errors_for_a_file_as_out_and_a_missing_gpu(tmp_path, capsys):
+    import torch
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a run folder")
+    assert main(["train", "--preset", "tiny", "--out", str(afile), "--max-steps", "1"]) == 1
+    assert "is a file, not a run folder" in capsys.readouterr().err  # before: FileExistsError traceback
+    if not torch.cuda.is_available():
+        run = ["train", "--preset", "tiny", "--out", str(tmp_path / "run"), "--max-steps", "1", "--device", "cuda"]
+        assert main(run) == 1
+        assert "no CUDA GPU is visible" in capsys.readouterr().err  # before: RuntimeError from torch.cuda

@@ -127,3 +127,29 @@ def test_emoji_eval_set_has_several_captions_and_classes(level):
     assert [data.classnames[c] for c in data.labels.tolist()] == column and data.classnames == names
     with pytest.raises(ValueError, match="level"):
         emoji_eval_set(32, "emoji")
+
+
+def test_cli_index_is_idempotent_and_search_finds_the_recorded_collection(tmp_path, capsys):
+    pytest.importorskip("pymilvus")
+    write_folder(tmp_path / "pairs", ROWS)
+    run, other = tmp_path / "run", tmp_path / "other"
+    for folder, seed in ((run, 0), (other, 1)):
+        train(TrainConfig(model="tiny", batch_size=4, warmup_steps=1, max_steps=1, text_length=16, world_n=16,
+                          vocab_size=300, eval_size=0, tensorboard=False, seed=seed), out_dir=folder)
+    db = str(tmp_path / "index.db")
+    index = ["index", str(run), "--data", str(tmp_path / "pairs"), "--db", db, "--collection", "mine"]
+    assert main(index) == 0
+    capsys.readouterr()
+    assert main(index) == 1  # before: every row was appended again and every hit showed twice
+    assert "already holds 7 vectors" in capsys.readouterr().err
+    assert main([*index, "--overwrite"]) == 0
+    assert "7 in the collection" in capsys.readouterr().out
+    assert main([*index, "--append"]) == 0
+    assert "14 in the collection" in capsys.readouterr().out
+    assert main(["index", str(other), "--data", str(tmp_path / "pairs"), "--db", db, "--collection", "mine",
+                 "--append"]) == 1
+    assert "cannot be searched together" in capsys.readouterr().err
+    assert main(["search", "--db", db, "--text", "a red square", "--k", "3"]) == 0  # the card names "mine"
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    assert main(["search", "--db", db, "--text", "a red square", "--k", "3", "--run", str(other)]) == 0
+    assert "was indexed with the model" in capsys.readouterr().err

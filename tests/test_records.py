@@ -103,13 +103,15 @@ def test_rows_with_differing_keys_get_one_schema_with_nulls(tmp_path):
     assert table.column("file_name").to_pylist() == ["a.png", "b.png", "c.png"]
 
 
-def test_extra_column_with_mixed_types_is_a_clear_error(tmp_path):
+def test_extra_column_with_mixed_types_skips_the_odd_row_not_the_folder(tmp_path):
     write_lines(tmp_path / METADATA_JSONL, [
         {"file_name": "a.png", "text": "first", "width": 10},
         {"file_name": "b.png", "text": "second", "width": "wide"},
     ])
-    with pytest.raises(DataFormatError, match="width|mixed"):
-        read_pairs(tmp_path)
+    log = SkipLog()
+    table, _ = read_pairs(tmp_path, log)  # a tie: the kind seen first is the column's
+    assert table["file_name"].to_pylist() == ["a.png"]
+    assert log.examples["malformed_value"] == ["metadata.jsonl:2: width is 'wide', expected a number"]
 
 
 # ------------------------------------------------------------------------------- bad rows
@@ -276,3 +278,17 @@ def test_locate_prefers_jsonl_and_accepts_files(tmp_path):
     other.write_text(json.dumps(good(0)) + "\n")
     source = locate(other)
     assert (source.format, source.root, source.metadata) == ("jsonl", other.parent, other)
+
+
+def test_a_malformed_value_skips_its_row_and_names_the_line(tmp_path):
+    # Before: one "width": "wide" among numbers rejected the whole folder ("columns with mixed types").
+    rows = [{"file_name": f"{i}.png", "text": f"a photo {i}", "width": 64 + i} for i in range(5)]
+    rows[2]["width"] = "wide"
+    rows[4]["width"] = 70.5  # ints and floats are one kind
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    log = SkipLog()
+    table, _ = read_pairs(tmp_path, log)
+    assert table["file_name"].to_pylist() == ["0.png", "1.png", "3.png", "4.png"]
+    assert table["width"].to_pylist() == [64, 65, 67, 70.5]
+    assert dict(log.counts) == {"malformed_value": 1}
+    assert log.examples["malformed_value"] == ["metadata.jsonl:3: width is 'wide', expected a number"]

@@ -21,7 +21,8 @@ import pyarrow as pa
 from align_lite.data.dedup import PAPER_NEAR_DUPLICATE_COSINE, EvalSet, eval_duplicate_mask
 from align_lite.data.filters import FilterConfig, FilterReport, apply_filters
 from align_lite.data.images import BadImageError, ImageFacts, probe_image, thumbnail_embedding
-from align_lite.data.records import DataFormatError, SkipLog, read_pairs, safe_relative_path, write_pairs
+from align_lite.data.records import (DataFormatError, SkipLog, fresh_output, read_pairs, safe_relative_path,
+                                     write_pairs)
 from align_lite.progress import progress
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -129,8 +130,15 @@ def curate(
     eval_set: EvalSet | None = None,
     near_duplicate_cosine: float = PAPER_NEAR_DUPLICATE_COSINE,
     workers: int = 2,
+    overwrite: bool = False,
+    link: bool = False,
 ) -> CurateResult:
-    """Filter the data set at ``source`` into ``out_dir`` (kept rows + their images)."""
+    """Filter the data set at ``source`` into ``out_dir`` (kept rows + their images).
+
+    The images are copied (``link=True``: hard-linked where the file system allows, so an edit
+    of one changes the other). The output is written through
+    :func:`~align_lite.data.records.fresh_output`: a non-empty ``out_dir`` is refused unless
+    ``overwrite``, and an interrupted run leaves it as it was."""
     log = SkipLog()
     table, where = read_pairs(source, log)
     out_dir = Path(out_dir)
@@ -144,9 +152,10 @@ def curate(
     result = apply_filters(probed.table, config, extra_rules=extra, skipped=dict(log.counts))
     _attach_skip_examples(result.report, log)
     kept = result.kept.select([c for c in table.column_names])  # the input's own columns
-    written = write_pairs(kept, out_dir, fmt=where.format)
-    copy_images(kept.column("file_name").to_pylist(), where.root, out_dir)
-    return CurateResult(result.report, log, written)
+    with fresh_output(out_dir, overwrite) as staging:
+        written = write_pairs(kept, staging, fmt=where.format)
+        copy_images(kept.column("file_name").to_pylist(), where.root, staging, link)
+    return CurateResult(result.report, log, out_dir / written.name)
 
 
 def _attach_skip_examples(report: FilterReport, log: SkipLog) -> None:
@@ -157,14 +166,18 @@ def _attach_skip_examples(report: FilterReport, log: SkipLog) -> None:
             ][:10]
 
 
-def copy_images(file_names: list[str], src_root: Path, dst_root: Path) -> None:
-    """Place each image at the same relative path under ``dst_root`` (hard link, else copy)."""
+def copy_images(file_names: list[str], src_root: Path, dst_root: Path, link: bool = False) -> None:
+    """Place each image at the same relative path under ``dst_root``: a copy, or with ``link`` a
+    hard link where the file system allows one (else a copy)."""
     for name in progress(list(dict.fromkeys(file_names)), desc="write images"):
         src, dst = src_root / name, dst_root / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.exists():
             dst.unlink()
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
+        if link:
+            try:
+                os.link(src, dst)
+                continue
+            except OSError:
+                pass
+        shutil.copy2(src, dst)

@@ -16,8 +16,12 @@ Reading never crashes on a bad row: malformed JSON, non-UTF-8 bytes, a missing `
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -127,19 +131,57 @@ def read_pairs(path: str | Path, log: SkipLog | None = None) -> tuple[pa.Table, 
 
 def _read_jsonl(path: Path, log: SkipLog) -> pa.Table:
     rows: list[dict] = []
+    places: list[str] = []
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
-            row = _parse_jsonl_line(raw, f"{path.name}:{line_no}", log)
+            where = f"{path.name}:{line_no}"
+            row = _parse_jsonl_line(raw, where, log)
             if row is not None:
                 rows.append(row)
+                places.append(where)
     if not rows:
         raise DataFormatError(f"{path}: no usable rows ({log.summary()})")
     try:
         return pa.Table.from_pylist(_align_columns(rows))
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:  # e.g. a column that is 1 here, "x" there
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. a column that is 1 here, "wide" there
+        rows = _drop_odd_values(rows, places, log)
+    if not rows:
+        raise DataFormatError(f"{path}: no usable rows ({log.summary()})")
+    try:
+        return pa.Table.from_pylist(_align_columns(rows))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise DataFormatError(f"{path}: columns with mixed types ({err})") from err
+
+
+def _kind(value: object) -> str:
+    """The JSON kind of a value, numbers counted as one kind (Arrow widens ints to floats)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _drop_odd_values(rows: list[dict], places: list[str], log: SkipLog) -> list[dict]:
+    """Skip (as ``malformed_value``, naming the line) each row whose value in some column is of
+    another JSON kind than most rows' values there (``"width": "wide"`` among numbers)."""
+    kinds: dict[str, Counter] = {}
+    for row in rows:
+        for key, value in row.items():
+            if value is not None:
+                kinds.setdefault(key, Counter())[_kind(value)] += 1
+    expected = {key: counts.most_common(1)[0][0] for key, counts in kinds.items() if len(counts) > 1}
+    kept = []
+    for row, where in zip(rows, places):
+        odd = next(((k, v) for k, v in row.items() if k in expected and v is not None and _kind(v) != expected[k]),
+                   None)
+        if odd is None:
+            kept.append(row)
+        else:
+            log.skip("malformed_value", f"{where}: {odd[0]} is {odd[1]!r}, expected a {expected[odd[0]]}")
+    return kept
 
 
 def _parse_jsonl_line(raw: bytes, where: str, log: SkipLog) -> dict | None:
@@ -223,3 +265,43 @@ def write_pairs(table: pa.Table, out_dir: str | Path, fmt: str = "jsonl") -> Pat
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(target)
     return target
+
+
+class OutputExistsError(DataFormatError):
+    """The output folder already holds files and overwriting was not asked for."""
+
+
+@contextlib.contextmanager
+def fresh_output(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Write a data set into a temporary sibling of ``out_dir`` and put it in place at the end.
+
+    Yields the staging folder. When the block ends normally, the staging folder becomes
+    ``out_dir`` (the old one, if ``overwrite``, is renamed aside first and deleted after), so a
+    reader never sees half a data set. When the block raises (or the process dies), ``out_dir``
+    is left exactly as it was and the staging folder is removed (or, after a kill, left as a
+    hidden ``.NAME.tmp-PID`` sibling). Refuses a non-empty ``out_dir`` unless ``overwrite``:
+    nothing is overwritten by accident, and no orphan file of an earlier run stays behind.
+
+    Raises:
+        OutputExistsError: ``out_dir`` is a non-empty folder (or a file) and not ``overwrite``.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExistsError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out_dir} is not empty; choose another folder or pass --overwrite "
+                                "(overwrite=True) to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    shutil.rmtree(old, ignore_errors=True)

@@ -869,17 +869,25 @@ _FORMATS = {"png": ("PNG", ".png"), "jpg": ("JPEG", ".jpg"), "jpeg": ("JPEG", ".
             "webp": ("WEBP", ".webp")}
 
 
-def write_world(config: WorldConfig, out_dir: str | Path, image_format: str = "png") -> Path:
+def write_world(config: WorldConfig, out_dir: str | Path, image_format: str = "png",
+                overwrite: bool = False) -> Path:
     """Write the world as an image folder: ``out_dir/images/*`` + ``out_dir/metadata.jsonl``.
 
     Each distinct image is drawn once at its nominal size; the metadata has one row per pair
     with every column of :func:`make_world_table`. Loads with
-    ``datasets.load_dataset("imagefolder", data_dir=out_dir)``. Returns ``out_dir``.
+    ``datasets.load_dataset("imagefolder", data_dir=out_dir)``. Returns ``out_dir``. Written
+    through :func:`~align_lite.data.records.fresh_output`: a non-empty ``out_dir`` is refused
+    unless ``overwrite``, and an interrupted write leaves it as it was.
     """
     if image_format.lower() not in _FORMATS:
         raise ValueError(f"unknown image_format {image_format!r}; use one of {sorted(_FORMATS)}")
+    with records.fresh_output(out_dir, overwrite) as staging:
+        _draw_world(config, staging, image_format)
+    return Path(out_dir)
+
+
+def _draw_world(config: WorldConfig, out_dir: Path, image_format: str) -> None:
     pil_format, suffix = _FORMATS[image_format.lower()]
-    out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     table = make_world_table(config)
     if suffix != ".png":
@@ -893,7 +901,6 @@ def write_world(config: WorldConfig, out_dir: str | Path, image_format: str = "p
         row = {name: values[i] for name, values in columns.items()}
         render_image(row).save(out_dir / row["file_name"], pil_format, **save_args)
     records.write_pairs(table, out_dir)
-    return out_dir
 
 
 class WorldDataset(torch.utils.data.Dataset):
