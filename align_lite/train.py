@@ -82,6 +82,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import nn
@@ -89,11 +90,13 @@ from torch import nn
 from align_lite import __version__
 from align_lite.data.hard_negatives import hard_negative_order
 from align_lite.data.images import CropToPixels, ImageTransformConfig, image_transform
+from align_lite.data.records import DataFormatError
 from align_lite.data.sources import PairDataset, collate_pairs
 from align_lite.data.tokenizer import AltTextTokenizer, TokenizerConfig, train_tokenizer, trim_padding
 from align_lite.data.world import WorldConfig, WorldDataset
 from align_lite.loss import ContrastiveLoss, LossConfig
 from align_lite.models import AlignDualEncoder, from_pretrained, get_preset, load_tokenizer, save_pretrained
+from align_lite.models.checkpoint import WEIGHTS_FILE, CheckpointError, fsync_tree, read_config
 from align_lite.models.image_tower import frozen_batchnorm_stats
 from align_lite.models.text_tower import POOLINGS
 from align_lite.optim import OPTIMIZERS, SCHEDULES, Schedule, build_optimizer, build_scheduler
@@ -394,21 +397,28 @@ class SkipBadSamples(torch.utils.data.Dataset):
     by the next readable one, and the item records how many rows were skipped (``"skipped"``).
 
     Replacing rather than dropping keeps every batch full, which matters twice over here: the
-    number of negatives stays fixed, and processes can all-gather equal-sized batches."""
+    number of negatives stays fixed, and processes can all-gather equal-sized batches. Any run of
+    bad rows is crossed (rows found bad are remembered, so a long run is read once); only a data
+    set with no readable row at all is an error."""
 
-    def __init__(self, dataset, max_tries: int = 32):
-        self.dataset, self.max_tries = dataset, max_tries
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self._bad: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self.dataset)
-        for tries in range(min(self.max_tries, n)):
-            sample = self.dataset[(index + tries) % n]
+        for tries in range(n):
+            row = (index + tries) % n
+            if row in self._bad:
+                continue
+            sample = self.dataset[row]
             if sample is not None:
                 return {**sample, "skipped": tries}
-        raise RuntimeError(f"{self.max_tries} unreadable samples in a row from row {index}: is the data readable?")
+            self._bad.add(row)
+        raise DataFormatError(f"none of the {n} rows of the training data has a readable image")
 
 
 class Collate:
@@ -587,8 +597,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: no CUDA GPU is visible to PyTorch here (torch.cuda.is_available() "
+                         "is False); use device 'cpu' or 'auto'")
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     return device
 
 
@@ -672,6 +687,29 @@ def find_checkpoints(out_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_problem(directory: str | Path) -> str | None:
+    """Why ``directory`` cannot be resumed from (a truncated or corrupt file, named), or None when
+    its trainer state, weights and config all read back."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{directory / STATE_JSON}: {err}"
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        return f"{directory / STATE_JSON}: no step recorded"
+    for name in (STATE_TENSORS, WEIGHTS_FILE):
+        try:
+            with safe_open(str(directory / name), framework="pt"):
+                pass  # opening parses the header and checks the file holds every tensor's bytes
+        except (OSError, SafetensorError) as err:
+            return f"{directory / name}: {err}"
+    try:
+        read_config(directory)
+    except (OSError, CheckpointError) as err:
+        return str(err)
+    return None
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -722,9 +760,8 @@ class Trainer:
             if self.out_dir is None:
                 raise ValueError("resume=True needs an out_dir")
             found = find_checkpoints(self.out_dir)
-            if found:
-                self.resume_from = found[-1]
-            elif self.dist.main:
+            self.resume_from = self._newest_readable(found)
+            if not found and self.dist.main:
                 _notice(f"--resume: no checkpoint in {self.out_dir}, starting from scratch")
         elif self.out_dir is not None and find_checkpoints(self.out_dir):
             raise ValueError(f"{self.out_dir} already holds checkpoints of another run; resume it "
@@ -1125,6 +1162,7 @@ class Trainer:
                 tensors, meta = self._trainer_state(states)
                 save_file(tensors, str(staging / STATE_TENSORS))
                 (staging / STATE_JSON).write_text(json.dumps(meta, indent=1) + "\n")
+                fsync_tree(staging)
                 if final.exists():
                     shutil.rmtree(final)
                 os.rename(staging, final)
@@ -1134,6 +1172,23 @@ class Trainer:
         self._barrier()
         self.last_checkpoint = final
         return final
+
+    def _newest_readable(self, found: list[Path]) -> Path | None:
+        """The newest of ``found`` that reads back; each newer, unreadable one is reported (a run
+        killed while the disk filled, say). Raises ``ValueError`` when none reads back."""
+        problems = []
+        for candidate in reversed(found):
+            problem = checkpoint_problem(candidate)
+            if problem is None:
+                if problems and self.dist.main:
+                    _notice(f"--resume: {len(problems)} newer checkpoint(s) cannot be read ({problems[0]}); "
+                            f"resuming from {candidate.name}")
+                return candidate
+            problems.append(problem)
+        if found:
+            raise ValueError(f"--resume: none of the {len(found)} checkpoints in {self.out_dir} can be read; "
+                             f"the newest: {problems[0]}")
+        return None
 
     def _prune_checkpoints(self) -> None:
         keep = self.config.keep_checkpoints

@@ -192,6 +192,9 @@ def test_unexpected_tensors_are_listed_first_few(saved):
     (lambda c: c.update(architecture="CLIPModel"), "architecture"),
     (lambda c: c.update(embedding_size=3), "unknown config keys"),
     (lambda c: c["text"].update(hidden=3), "unknown config keys"),
+    (lambda c: c["text"].update(hidden_size="128"), r"text\.hidden_size: expected an integer, got '128' \(str\)"),
+    (lambda c: c["image"].update(image_size=64.5), r"image\.image_size: expected an integer"),
+    (lambda c: c["text"].update(vocab_size=10**12), r"vocab_size 1,000,000,000,000 .* GiB for the word-piece table"),
 ])
 def test_bad_config_is_an_error(saved, edit, message):
     _edit_config(saved, edit)

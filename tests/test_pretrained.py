@@ -256,3 +256,19 @@ def test_tiny_stand_in_loads_and_matches_alignmodel(tmp_path):
         expected = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixels)
     torch.testing.assert_close(out.logits_per_image, expected.logits_per_image)
     assert wrapped.tokenize(["circle"])["input_ids"][0, 1] == wrapped.processor.tokenizer.convert_tokens_to_ids("circle")
+
+
+def test_encoders_give_unit_vectors_when_features_are_tiny(saved, wrapped, monkeypatch):
+    # A randomly initialised AlignModel in eval mode can pool features of norm ~1e-13, where
+    # F.normalize's 1e-12 floor returned vectors of norm ~0.1 instead of AlignModel's unit ones.
+    _, _, processor = saved
+    inputs = processor(images=images(2), text=TEXTS[:2], return_tensors="pt")
+    with torch.no_grad():
+        img = wrapped.image_features(inputs["pixel_values"])
+        txt = wrapped.text_features(inputs["input_ids"], inputs["attention_mask"])
+    tiny_img = img / img.norm(dim=-1, keepdim=True) * 1e-13
+    tiny_txt = txt / txt.norm(dim=-1, keepdim=True) * 1e-13
+    monkeypatch.setattr(wrapped, "image_features", lambda pixels: tiny_img)
+    monkeypatch.setattr(wrapped, "text_features", lambda ids, mask=None: tiny_txt)
+    torch.testing.assert_close(wrapped.encode_image(inputs["pixel_values"]), tiny_img / tiny_img.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(wrapped.encode_text(inputs["input_ids"]), tiny_txt / tiny_txt.norm(dim=-1, keepdim=True))

@@ -402,3 +402,43 @@ def test_log_fns_see_every_record_and_live_curves_keep_them():
     assert len(fig.axes) == 3 and fig.axes[0].get_title() == "loss"
     with pytest.raises(ValueError):
         LiveCurves(every=0)
+
+
+@pytest.mark.parametrize("damage", ["state json", "state tensors", "weights"])
+def test_resume_falls_back_to_the_newest_readable_checkpoint(tmp_path, shared_tokenizer, capfd, damage):
+    config = small(max_steps=4, ckpt_every=2, keep_checkpoints=None)
+    train(replace(config, max_steps=3, schedule_steps=4), out_dir=tmp_path, tokenizer=shared_tokenizer)
+    newest = find_checkpoints(tmp_path)[-1]
+    assert newest.name == "checkpoint-0000003"
+    target = {"state json": STATE_JSON, "state tensors": STATE_TENSORS, "weights": "model.safetensors"}[damage]
+    data = (newest / target).read_bytes()
+    (newest / target).write_bytes(data[: len(data) // 2])  # as if the disk filled while it was written
+    resumed = train(config, out_dir=tmp_path, resume=True)  # before: JSONDecodeError / SafetensorError traceback
+    assert resumed.step == 4
+    err = capfd.readouterr().err
+    assert "cannot be read" in err and target in err and "resuming from checkpoint-0000002" in err
+
+
+def test_resume_fails_clearly_when_no_checkpoint_reads_back(tmp_path, shared_tokenizer):
+    config = small(max_steps=2, ckpt_every=2)
+    train(config, out_dir=tmp_path, tokenizer=shared_tokenizer)
+    (find_checkpoints(tmp_path)[-1] / STATE_JSON).write_text("{")
+    with pytest.raises(ValueError, match=r"none of the 1 checkpoints .* can be read; the newest: .*trainer_state.json"):
+        Trainer(replace(config, max_steps=4), out_dir=tmp_path, resume=True)
+
+
+def test_a_long_run_of_unreadable_images_is_crossed_and_counted(tmp_path, capsys):
+    folder = write_world(WorldConfig.clean(n=160, seed=4), tmp_path / "pairs")
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    gone = set(r["file_name"] for r in rows[20:130])
+    for name in gone:
+        (folder / name).unlink()
+    assert sum(r["file_name"] in gone for r in rows) >= 100
+    run = ["train", "--preset", "tiny", "--data", str(folder), "--max-steps", "3", "--batch-size", "16",
+           "--eval-size", "0", "--no-tensorboard"]
+    assert main([*run, "--out", str(tmp_path / "run")]) == 0  # before: "32 unreadable samples in a row"
+    assert "bad samples replaced" in capsys.readouterr().out
+    for r in rows:
+        (folder / r["file_name"]).unlink(missing_ok=True)
+    assert main([*run, "--out", str(tmp_path / "run2")]) == 1
+    assert "none of the 160 rows of the training data has a readable image" in capsys.readouterr().err

@@ -71,6 +71,7 @@ def save_pretrained(model: AlignDualEncoder, directory: str | Path,
             **model.config.to_dict(),
         }
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        fsync_tree(staging)
         if not directory.exists():
             os.rename(staging, directory)  # the whole folder appears at once
         else:
@@ -80,6 +81,20 @@ def save_pretrained(model: AlignDualEncoder, directory: str | Path,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file of ``folder`` and the folder itself to disk, before the folder is renamed
+    into place, so that a crash cannot leave a name whose bytes never reached the disk."""
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _tensors_for_saving(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -136,9 +151,25 @@ def read_config(directory: str | Path) -> AlignConfig:
             f"(up to {FORMAT_VERSION}); upgrade align_lite"
         )
     try:
-        return AlignConfig.from_dict(data)
+        config = AlignConfig.from_dict(data)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: invalid model config: {err}") from err
+    _check_fits_in_memory(config, path)
+    return config
+
+
+def _check_fits_in_memory(config: AlignConfig, path: Path) -> None:
+    """Refuse a config whose word-piece table alone exceeds this machine's memory (a tampered
+    ``vocab_size`` of 1e12), before anything is allocated."""
+    if not hasattr(os, "sysconf"):
+        return
+    text = config.text
+    needed = text.vocab_size * text.hidden_size * 4  # float32 bytes
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        raise CheckpointError(f"{path}: text.vocab_size {text.vocab_size:,} × hidden_size {text.hidden_size} "
+                              f"needs {needed / 2**30:,.0f} GiB for the word-piece table alone, more than this "
+                              f"machine's {memory / 2**30:,.0f} GiB")
 
 
 def from_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> AlignDualEncoder:
@@ -192,5 +223,5 @@ def load_tokenizer(directory: str | Path) -> AltTextTokenizer | None:
 
 __all__ = [
     "ARCHITECTURE", "CONFIG_FILE", "FORMAT_VERSION", "WEIGHTS_FILE",
-    "CheckpointError", "from_pretrained", "load_tokenizer", "read_config", "save_pretrained",
+    "CheckpointError", "from_pretrained", "fsync_tree", "load_tokenizer", "read_config", "save_pretrained",
 ]

@@ -84,12 +84,31 @@ class AlignConfig:
 
 
 def _known_fields(cls, data: dict, where: str) -> dict:
+    """``data`` after checking it names only fields of ``cls`` and that each value has the kind of
+    its field's default (a number for a number, text for text, true/false for a flag)."""
     if not isinstance(data, dict):
         raise TypeError(f"{where}: expected a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - {f.name for f in fields(cls)})
     if unknown:
         raise ValueError(f"{where}: unknown config keys {unknown}")
+    for f in fields(cls):
+        if f.name in data and isinstance(f.default, (bool, int, float, str)):
+            _check_kind(data[f.name], f.default, f"{where}.{f.name}")
     return data
+
+
+def _check_kind(value: object, default: object, where: str) -> None:
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        kind = "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        ok, kind = isinstance(value, str), "a string"
+    if not ok:
+        raise TypeError(f"{where}: expected {kind}, got {value!r} ({type(value).__name__})")
 
 
 @dataclass

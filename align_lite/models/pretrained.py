@@ -55,11 +55,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
 from align_lite.data.images import to_rgb
+from align_lite.models.dual_encoder import l2_normalize
 
 DEFAULT_MODEL = "kakaobrain/align-base"
 DEFAULT_MAX_LENGTH = 64  # AlignProcessor's text default; also the paper's sequence length
@@ -254,12 +254,13 @@ class PretrainedAlign(nn.Module):
         return _pooled(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
     def encode_image(self, pixels: Tensor) -> Tensor:
-        """(B, 3, H, W) → (B, D) L2-normalised image embeddings."""
-        return F.normalize(self.image_features(pixels), dim=-1)
+        """(B, 3, H, W) → (B, D) L2-normalised image embeddings (unit length for any weights:
+        :func:`~align_lite.models.dual_encoder.l2_normalize`'s floor is the dtype's, not 1e-12)."""
+        return l2_normalize(self.image_features(pixels))
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """(B, L) → (B, D) L2-normalised text embeddings."""
-        return F.normalize(self.text_features(input_ids, attention_mask), dim=-1)
+        """(B, L) → (B, D) L2-normalised text embeddings (unit length for any weights)."""
+        return l2_normalize(self.text_features(input_ids, attention_mask))
 
     def forward(
         self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None
