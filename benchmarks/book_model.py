@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import platform
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from align_lite.emoji_experiments import (EMOJI_BOOK_KINDS, EMOJI_BOOK_LANGUAGES
                                           emoji_tokenizer, score, train_pairs)
 from align_lite.models.checkpoint import save_pretrained
 from align_lite.train import Trainer
-from report import cpu_name, experiment_args, write_report  # benchmarks/report.py
+from report import cpu_name, experiment_args, pct, train_to_checkpoints, write_report  # benchmarks/report.py
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "data_samples" / "emoji_model"
 LANGUAGES = ("en", "de", "fr", "es", "ru", "hi", "ja", "zh", "ko", "th")
@@ -48,15 +47,9 @@ def run(steps: int, checkpoints: int) -> tuple[dict, torch.nn.Module, object]:
     tokenizer = emoji_tokenizer(data.texts, config.vocab_size, config.text_length)
     evaluation = EmojiEval.of(corpus, split, LANGUAGES)
     trainer = Trainer(config, data, tokenizer=tokenizer)
-    batches = trainer.loader(0)
-    points, trained = [], 0.0
-    for mark in (round(steps * (i + 1) / checkpoints) for i in range(checkpoints)):
-        trainer.model.train()
-        start = time.perf_counter()
-        while trainer.step < mark:
-            trainer.train_step([next(batches)])
-        trained += time.perf_counter() - start
-        scores = score(trainer.model.eval(), tokenizer, evaluation)
+    points = []
+    for trained in train_to_checkpoints(trainer, steps, checkpoints):
+        scores = score(trainer.model, tokenizer, evaluation)
         points.append({"step": trainer.step, "seconds": round(trained, 1),
                        "epochs": round(trainer.step * config.batch_size / len(data), 1),
                        "temperature": float(trainer.model.temperature.detach()),
@@ -73,10 +66,6 @@ def _manifest_digest(root: Path) -> str:
     import hashlib
 
     return hashlib.sha256((root / "MANIFEST.sha256").read_bytes()).hexdigest()
-
-
-def pct(value: float) -> str:
-    return f"{100 * value:.1f}"
 
 
 def markdown(record: dict) -> str:

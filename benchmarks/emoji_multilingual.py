@@ -21,7 +21,6 @@ and ``.json`` under ``book/appendix/generated/``.
 from __future__ import annotations
 
 import platform
-import time
 from dataclasses import replace
 
 import torch
@@ -30,7 +29,7 @@ from align_lite.data.emoji_corpus import EmojiPairs, EmojiSplit, load_emoji_corp
 from align_lite.emoji_experiments import (EMOJI_RECIPE, EmojiEval, emoji_tokenizer, score, train_pairs,
                                           zero_shot_by_language)
 from align_lite.train import Trainer
-from report import experiment_args, write_report  # benchmarks/report.py
+from report import experiment_args, pct, train_to_checkpoints, write_report  # benchmarks/report.py
 
 LANGUAGES = ("en", "de", "fr", "es", "ru", "hi", "ja", "zh", "ko", "th")
 
@@ -43,15 +42,9 @@ def run(steps: int, checkpoints: int) -> dict:
     evaluation = EmojiEval.of(corpus, split, LANGUAGES)
     config = replace(EMOJI_RECIPE, max_steps=steps, eval_every=0)
     trainer = Trainer(config, data, tokenizer=tokenizer)
-    batches = trainer.loader(0)
-    points, trained = [], 0.0
-    for mark in (round(steps * (i + 1) / checkpoints) for i in range(checkpoints)):
-        trainer.model.train()
-        start = time.perf_counter()
-        while trainer.step < mark:
-            trainer.train_step([next(batches)])
-        trained += time.perf_counter() - start
-        model = trainer.model.eval()
+    points = []
+    for trained in train_to_checkpoints(trainer, steps, checkpoints):
+        model = trainer.model
         point = {"step": trainer.step, "seconds": round(trained, 1),
                  "views_per_pair": round(trainer.step * config.batch_size / len(data), 2),
                  "retrieval": {k: round(v, 4) for k, v in score(model, tokenizer, evaluation).items()},
@@ -61,10 +54,6 @@ def run(steps: int, checkpoints: int) -> dict:
         points.append(point)
     return {"config": config.to_dict(), "pairs": len(data), "images": len(evaluation.rows),
             "subgroups": len(evaluation.subgroup_names), "languages": LANGUAGES, "points": points}
-
-
-def pct(value: float) -> str:
-    return f"{100 * value:.1f}"
 
 
 def markdown(result: dict) -> str:

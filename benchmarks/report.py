@@ -50,3 +50,25 @@ def experiment_args(doc: str, experiments: tuple[str, ...] = (), steps: int = 60
     torch.set_num_threads(args.threads)
     os.environ.setdefault("ALIGN_PROGRESS", "0")
     return args
+
+
+def pct(value: float) -> str:
+    """A fraction as a percentage with one decimal: 0.1234 -> "12.3"."""
+    return f"{100 * value:.1f}"
+
+
+def train_to_checkpoints(trainer, steps: int, checkpoints: int):
+    """Train ``trainer`` (an :class:`align_lite.train.Trainer`) to ``steps`` in ``checkpoints``
+    even parts; after each part yield the seconds spent training so far (scoring excluded), with
+    the model in eval mode for the caller to score."""
+    import time
+
+    batches, trained = trainer.loader(0), 0.0
+    for mark in (round(steps * (i + 1) / checkpoints) for i in range(checkpoints)):
+        trainer.model.train()
+        start = time.perf_counter()
+        while trainer.step < mark:
+            trainer.train_step([next(batches)])
+        trained += time.perf_counter() - start
+        trainer.model.eval()
+        yield trained
