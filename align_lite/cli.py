@@ -621,15 +621,16 @@ def _run_index(args: argparse.Namespace) -> None:
     model, tokenizer = _load_model(folder)
     card = _index_card(args.db)
     with VectorIndex(args.db, args.collection, dim=model.config.embed_dim) as index:  # opened before embedding
-        if len(index) and not (args.append or args.overwrite):
-            raise CommandError(f"collection {args.collection!r} in {args.db} already holds {len(index)} vectors; "
+        stored = len(index)
+        if stored and not (args.append or args.overwrite):
+            raise CommandError(f"collection {args.collection!r} in {args.db} already holds {stored} vectors; "
                                "pass --overwrite to replace them or --append to add to them")
-        if len(index) and args.append and card.is_file():
+        if stored and args.append and card.is_file():
             made_by = json.loads(card.read_text()).get("model")
             if made_by != str(folder.resolve()):
                 raise CommandError(f"{args.db} was indexed with the model {made_by}, not {folder.resolve()}: "
                                    "vectors of two models cannot be searched together (use --overwrite)")
-        if len(index) and args.overwrite:
+        if stored and args.overwrite:
             index.drop()
             index = VectorIndex(args.db, args.collection, dim=model.config.embed_dim)
         data = load_eval_set(args.data, model.config.image.image_size, args.max_images)

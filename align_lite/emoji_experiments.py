@@ -223,10 +223,12 @@ def trained_emoji_model(config: TrainConfig = EMOJI_BOOK_MODEL, languages: Seque
     corpus_key = manifest.read_text(encoding="utf-8") if manifest.is_file() else str(corpus.root)
     data_key = json.dumps({"corpus": corpus_key, "split": asdict(EmojiSplit()), "languages": list(languages),
                            "kinds": list(kinds), "eval_every": EMOJI_BOOK_EVAL_EVERY}, sort_keys=True)
-    pairs = train_pairs(corpus, EmojiSplit(), list(languages), list(kinds))
     curve: list[dict[str, float]] = []
+    sizes: dict[str, int] = {}
 
-    def fit():
+    def fit():  # only when the cache has no such model: the pairs are built here, not on a hit
+        pairs = train_pairs(corpus, EmojiSplit(), list(languages), list(kinds))
+        sizes["train_pairs"] = pairs.num_rows
         data = EmojiPairs.of(corpus, pairs)
         tokenizer = emoji_tokenizer(data.texts, config.vocab_size, config.text_length)
         held_out = EmojiEval.of(corpus, EmojiSplit(), ["en"])
@@ -239,8 +241,14 @@ def trained_emoji_model(config: TrainConfig = EMOJI_BOOK_MODEL, languages: Seque
         changed = replace(config, eval_size=0, eval_every=EMOJI_BOOK_EVAL_EVERY, tensorboard=False)
         return train(changed, data, eval_fns=[hook], tokenizer=tokenizer, log_fns=log_fns)
 
-    model, tokenizer, record = cached_training(config, fit, data_key, cache, lambda: {"curve": curve})
-    return model, tokenizer, {**record, "train_pairs": pairs.num_rows}
+    return cached_training(config, fit, data_key, cache, lambda: {"curve": curve, **sizes})
+
+
+def corpus_digest(root: str | Path | None = None) -> str:
+    """SHA-256 of the corpus's ``MANIFEST.sha256`` (default: the shipped corpus): which corpus a
+    model was trained on, as the shipped model's record keeps it."""
+    root = corpus_root() if root is None else Path(root)
+    return hashlib.sha256((root / "MANIFEST.sha256").read_bytes()).hexdigest()
 
 
 def book_emoji_model(folder: str | Path | None = None) -> tuple[torch.nn.Module, AltTextTokenizer, dict]:
@@ -260,8 +268,7 @@ def book_emoji_model(folder: str | Path | None = None) -> tuple[torch.nn.Module,
     model, tokenizer = from_pretrained(folder), load_tokenizer(folder)
     if tokenizer is None:
         raise CheckpointError(f"{folder}: no tokenizer; rebuild it with python benchmarks/book_model.py")
-    manifest = corpus_root() / "MANIFEST.sha256"
-    if manifest.is_file() and hashlib.sha256(manifest.read_bytes()).hexdigest() != record.get("corpus_manifest_sha256"):
+    if (corpus_root() / "MANIFEST.sha256").is_file() and corpus_digest() != record.get("corpus_manifest_sha256"):
         warnings.warn(f"{folder} was trained on another version of the emoji corpus; its recorded scores "
                       "may not match (rebuild it with python benchmarks/book_model.py)", stacklevel=2)
     return model.eval(), tokenizer, record

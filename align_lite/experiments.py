@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +33,7 @@ import torch
 from align_lite.data.emoji import CACHE_ENV, cache_dir  # noqa: F401  (re-exported: ex.cache_dir())
 from align_lite.data.filters import FilterConfig, apply_filters
 from align_lite.data.images import CropToPixels
+from align_lite.data.records import fresh_output
 from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
 from align_lite.data.world import SHAPES, WorldConfig, WorldDataset, make_world_table
 from align_lite.evaluate import WORLD_CLASSNAMES, WORLD_EVAL_SEED, world_eval_set
@@ -321,11 +320,9 @@ def _cached_training(config: TrainConfig, fit: Callable[[], Any], data_key: str,
               "seconds": result.seconds, "config": config.to_dict(), "data": data_key,
               **(extra_record() if extra_record is not None else {})}
     if cache:
-        staging = folder.parent / f".{key}.tmp-{os.getpid()}"
-        save_pretrained(result.model, staging, result.tokenizer)
-        (staging / "record.json").write_text(json.dumps(record) + "\n")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
+        with fresh_output(folder, overwrite=True) as staging:  # a half-written folder is replaced
+            save_pretrained(result.model, staging, result.tokenizer)
+            (staging / "record.json").write_text(json.dumps(record) + "\n")
     return result.model.eval(), result.tokenizer, {**record, "cached": False, "folder": str(folder) if cache else None}
 
 

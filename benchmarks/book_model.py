@@ -30,7 +30,7 @@ import torch
 
 from align_lite.data.emoji_corpus import EmojiPairs, EmojiSplit, load_emoji_corpus
 from align_lite.emoji_experiments import (EMOJI_BOOK_KINDS, EMOJI_BOOK_LANGUAGES, EMOJI_BOOK_MODEL, EmojiEval,
-                                          emoji_tokenizer, score, train_pairs)
+                                          corpus_digest, emoji_tokenizer, score, train_pairs)
 from align_lite.models.checkpoint import save_pretrained
 from align_lite.train import Trainer
 from report import cpu_name, experiment_args, pct, train_to_checkpoints, write_report  # benchmarks/report.py
@@ -58,14 +58,8 @@ def run(steps: int, checkpoints: int) -> tuple[dict, torch.nn.Module, object]:
     record = {"config": config.to_dict(), "languages": list(EMOJI_BOOK_LANGUAGES),
               "kinds": list(EMOJI_BOOK_KINDS), "train_pairs": len(data), "images": len(evaluation.rows),
               "subgroups": len(evaluation.subgroup_names), "eval_languages": LANGUAGES,
-              "corpus_manifest_sha256": _manifest_digest(corpus.root), "points": points}
+              "corpus_manifest_sha256": corpus_digest(corpus.root), "points": points}
     return record, trainer.model.eval(), tokenizer
-
-
-def _manifest_digest(root: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256((root / "MANIFEST.sha256").read_bytes()).hexdigest()
 
 
 def markdown(record: dict) -> str:

@@ -174,10 +174,10 @@ def copy_images(file_names: list[str], src_root: Path, dst_root: Path, link: boo
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.exists():
             dst.unlink()
-        if link:
-            try:
-                os.link(src, dst)
-                continue
-            except OSError:
-                pass
-        shutil.copy2(src, dst)
+        if not link:
+            shutil.copy2(src, dst)
+            continue
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system, or no hard links there: a copy instead
+            shutil.copy2(src, dst)

@@ -40,8 +40,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -54,7 +52,7 @@ import torch
 from PIL import Image
 
 from align_lite.data.emoji import cache_dir, sample_folder
-from align_lite.data.records import DataFormatError
+from align_lite.data.records import DataFormatError, fresh_output
 
 #: The corpus folder's name inside ``data_samples/``.
 CORPUS_DIR = "emoji_corpus"
@@ -327,17 +325,14 @@ def export_imagefolder(corpus: EmojiCorpus, folder: str | Path) -> Path:
     folder = Path(folder)
     if (folder / "metadata.jsonl").is_file():
         return folder
-    staging = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     rows = corpus.images.to_pylist()
-    for i, row in enumerate(rows):
-        path = staging / row["file_name"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        corpus.image(i).save(path, format="PNG")
-    lines = [json.dumps({k: v for k, v in row.items() if k != "cell"}, ensure_ascii=False) for row in rows]
-    (staging / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(staging, folder)
+    with fresh_output(folder, overwrite=True) as staging:  # an unfinished export is replaced
+        for i, row in enumerate(rows):
+            path = staging / row["file_name"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            corpus.image(i).save(path, format="PNG")
+        lines = [json.dumps({k: v for k, v in row.items() if k != "cell"}, ensure_ascii=False) for row in rows]
+        (staging / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
 
