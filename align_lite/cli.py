@@ -155,9 +155,7 @@ def _run_filter(args: argparse.Namespace) -> None:
         print(f"eval set: {eval_log.summary()} (these eval images are not protected)")
     print(report.to_markdown())
     if result.skipped.total:
-        print(f"bad input: {result.skipped.summary()}")
-        for reason, examples in sorted(result.skipped.examples.items()):
-            print(f"  e.g. {reason}: {examples[0]}")
+        _print_skips(result.skipped)
     print(f"kept {report.kept:,} of {report.rows_in:,} rows -> {result.output}")
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -199,20 +197,42 @@ def _add_shards(commands) -> None:
     p.add_argument("input", type=Path, metavar="IN")
     p.add_argument("--out", required=True, help="shard path pattern with one %%d field, e.g. 'DIR/shard-%%06d.tar'")
     p.add_argument("--max-count", type=int, default=10_000, help="pairs per shard (default %(default)s)")
+    p.add_argument("--report", type=Path, help="write the skipped rows by reason, with examples, here (JSON)")
+    p.add_argument("--no-check", action="store_true",
+                   help="pack image bytes without decoding them (data a filter has already checked)")
     p.set_defaults(handler=_run_shards)
 
 
 def _run_shards(args: argparse.Namespace) -> None:
+    import json
+
     from align_lite.data.records import DataFormatError, SkipLog
     from align_lite.data.streaming import write_shards
 
     log = SkipLog()
     try:
-        shards = write_shards(args.input, args.out, max_count=args.max_count, log=log)
+        shards = write_shards(args.input, args.out, max_count=args.max_count, log=log,
+                              check_images=not args.no_check)
     except DataFormatError as err:
         raise CommandError(str(err)) from err
     print(f"wrote {len(shards):,} shards: {shards[0] if shards else '-'} .. {shards[-1] if shards else '-'}")
-    print(f"bad input: {log.summary()}" if log.total else "bad input: none")
+    _print_skips(log)
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps({"shards": shards, "skipped": log.to_dict()}, indent=1,
+                                          ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"report -> {args.report}")
+
+
+def _print_skips(log) -> None:
+    """``bad input: none``, or the count by reason with the first example of each."""
+    if not log.total:
+        print("bad input: none")
+        return
+    print(f"bad input: {log.summary()}")
+    for reason, examples in sorted(log.examples.items()):
+        if examples:
+            print(f"  e.g. {reason}: {examples[0]}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 
 from align_lite.data.emoji import load_emoji
 from align_lite.data.images import BadImageError, ImageTransformConfig, image_transform, open_rgb
-from align_lite.data.records import SkipLog, read_pairs, safe_relative_path
+from align_lite.data.records import SkipLog, read_pairs, resolve_inside
 from align_lite.data.world import COLORS, SHAPES, WorldConfig, make_world_table, paraphrases, render_image
 from align_lite.retrieval import retrieval_recall
 from align_lite.zero_shot import build_classifier, embed_images, embed_texts, topk_accuracy
@@ -70,11 +70,12 @@ def load_eval_set(path: str | Path, image_size: int, max_images: int | None = No
     for name in images:
         if max_images is not None and len(kept) >= max_images:
             break
-        if not safe_relative_path(name):
-            log.skip("unsafe_file_name", repr(name))
+        path = resolve_inside(source.root, name)
+        if path is None:
+            log.skip("unsafe_file_name", f"{name!r} leads outside the data set")
             continue
         try:
-            pixels.append(transform(open_rgb(source.root / name)))
+            pixels.append(transform(open_rgb(path, name=name)))
         except BadImageError as err:
             log.skip(err.reason, f"{name}: {err}")
             continue

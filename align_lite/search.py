@@ -48,6 +48,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,11 @@ METRICS = ("IP", "COSINE", "L2")
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT")
 ANN_INDEX_TYPES = frozenset({"HNSW", "IVF_FLAT"})  # built by FAISS inside Milvus Lite
 RESERVED_KEYS = frozenset({"id", "vector", "$meta"})
+KEYS_PROPERTY = "align_lite.metadata_keys"  # the collection property listing every metadata key
+# Words of Milvus' expression language that are not field names.
+_FILTER_WORDS = frozenset({"and", "or", "not", "in", "like", "is", "null", "true", "false", "exists"})
+_STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_NAME = re.compile(r"(?<![\w.$])([A-Za-z_]\w*)\b(?!\s*\()")
 MAX_K = 16_384  # Milvus' limit on top-k (and on queries per request)
 _INT64 = np.iinfo(np.int64)
 _SEARCH_PARAMS = {"FLAT": {}, "HNSW": {"ef": 64}, "IVF_FLAT": {"nprobe": 16}}
@@ -239,6 +245,17 @@ def check_positive(value: int, name: str, upper: int | None = None) -> None:
         raise ValueError(f"{name} must be at most {upper}, got {value}")
 
 
+def filter_fields(expression: str) -> set[str]:
+    """The field names a Milvus filter expression reads (string literals, operators, function
+    names and ``$meta`` left out).
+
+    >>> sorted(filter_fields('kind == "image" and id in [1, 2] or json_contains(tags, "a b")'))
+    ['id', 'kind', 'tags']
+    """
+    code = _STRING_LITERAL.sub('""', expression)
+    return {name for name in _NAME.findall(code) if name.lower() not in _FILTER_WORDS}
+
+
 def check_choice(value: str | None, choices: tuple[str, ...], name: str) -> str | None:
     """Upper-case ``value`` and check it is one of ``choices`` (``None`` passes through)."""
     if value is None:
@@ -288,6 +305,7 @@ class VectorIndex:
             self.dim, self.metric, self.index_type = self._open(dim, metric, index_type)
         else:
             self.dim, self.metric, self.index_type = self._create(dim, metric or "IP", index_type or "FLAT")
+        self.metadata_keys = self._stored_keys()
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -318,6 +336,20 @@ class VectorIndex:
         require_index_backend(stored_type, self.uri)
         client.load_collection(self.collection)
         return stored_dim, stored_metric, stored_type
+
+    def _stored_keys(self) -> set[str] | None:
+        """The metadata keys of every row added so far, kept as a collection property (``None``
+        for a collection made without it, e.g. by an older align_lite: filters go unchecked)."""
+        properties = self.client.describe_collection(self.collection).get("properties") or {}
+        if KEYS_PROPERTY in properties:
+            return set(json.loads(properties[KEYS_PROPERTY]))
+        if len(self) == 0:
+            self._store_keys(set())
+            return set()
+        return None
+
+    def _store_keys(self, keys: set[str]) -> None:
+        self.client.alter_collection_properties(self.collection, properties={KEYS_PROPERTY: json.dumps(sorted(keys))})
 
     def _schema_dim(self, description: dict) -> int:
         fields = {f["name"]: f for f in description.get("fields", [])}
@@ -368,6 +400,10 @@ class VectorIndex:
         if present:
             hint = " (auto ids continue from len(index); pass explicit ids)" if auto else ""
             raise ValueError(f"{len(present)} id(s) already in the index, e.g. {present[:10]}{hint}")
+        keys = set().union(*metadata)
+        if self.metadata_keys is not None and not keys <= self.metadata_keys:
+            self._store_keys(self.metadata_keys | keys)  # before the rows: a filter on them is never refused
+            self.metadata_keys = self.metadata_keys | keys
         build_now = self.index_type in ANN_INDEX_TYPES and not is_server_uri(self.uri)
         if build_now:
             self.client.release_collection(self.collection)  # no background index builds meanwhile
@@ -414,6 +450,8 @@ class VectorIndex:
         check_positive(batch_size, "batch_size", upper=MAX_K)
         if filter is not None and not isinstance(filter, str):
             raise TypeError(f"filter must be a Milvus expression string or None, got {type(filter).__name__}")
+        if filter:
+            self.check_filter(filter)
         if search_params is not None and not isinstance(search_params, dict):
             raise TypeError(f"search_params must be a dict or None, got {type(search_params).__name__}")
         tuning = _SEARCH_PARAMS.get(self.index_type, {}) if search_params is None else search_params
@@ -432,6 +470,22 @@ class VectorIndex:
                 raise
             results += [[_to_hit(h) for h in hits] for hits in batch]
         return results
+
+    def check_filter(self, expression: str) -> None:
+        """Refuse a filter that names a field no row has: Milvus would match nothing and return
+        ``[]``, which reads like "no such rows" when it is a typo (``knid == "image"``).
+
+        Raises:
+            ValueError: ``expression`` names a field that is neither ``id`` nor a metadata key
+                of some row (not checked for collections made without the key list).
+        """
+        if self.metadata_keys is None:
+            return
+        unknown = filter_fields(expression) - self.metadata_keys - {"id"}
+        if unknown:
+            known = ", ".join(sorted({"id"} | self.metadata_keys))
+            raise ValueError(f"the filter {expression!r} names {', '.join(sorted(unknown))}, which no row of "
+                             f"{self.collection!r} has (fields: {known})")
 
     def __len__(self) -> int:
         """Number of stored rows (as Milvus counts them after the last flush)."""

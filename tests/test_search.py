@@ -283,3 +283,25 @@ def test_a_database_that_cannot_be_opened_is_one_clear_error(tmp_path, capfd):
     with pytest.raises(ValueError, match="could not open the Milvus database .*garbage.db"):
         VectorIndex(garbage, dim=4)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_filter_on_a_field_no_row_has_is_an_error_not_an_empty_answer(db, fresh):
+    fresh.add(torch.eye(4)[:2], metadata=[{"kind": "image"}, {"kind": "text", "lang": "de"}])
+    with pytest.raises(ValueError, match=r"names knid, which no row .* \(fields: id, kind, lang\)"):
+        fresh.search(torch.eye(4)[:1], filter='knid == "image"')
+    # words inside strings, operators and functions are not fields; known keys pass
+    assert len(fresh.search(torch.eye(4)[:1], k=4, filter='kind in ["image", "lang x"] and id >= 0')[0]) == 1
+    assert len(fresh.search(torch.eye(4)[:1], k=4, filter='lang == "de"')[0]) == 1
+    fresh.close()
+    with VectorIndex(db, collection=fresh.collection) as again:  # the keys are kept with the collection
+        assert again.metadata_keys == {"kind", "lang"}
+        again.add(torch.eye(4)[2:3], metadata=[{"colour": "red"}])
+        assert again.search(torch.eye(4)[2:3], k=1, filter='colour == "red"')[0][0].id == 2
+        again.drop()
+
+
+def test_filter_fields_reads_names_not_strings_or_functions():
+    from align_lite.search import filter_fields
+
+    expression = 'kind == "a and b" and json_contains(tags, \'x\') or NOT size > 1e5 and $meta["k"] like "q%"'
+    assert filter_fields(expression) == {"kind", "tags", "size"}

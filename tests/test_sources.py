@@ -286,12 +286,13 @@ def test_webdataset_round_trip(pair_folder, tmp_path):
     log = SkipLog()
     shards = write_webdataset(pair_folder, str(tmp_path / "wds" / "shard-%04d.tar"), max_count=3, log=log)
     assert log.counts["missing_file"] == 1  # not written, counted
+    assert log.counts["corrupt_image"] == 1  # decode-checked at write time, like data filter
     assert shards == [str(tmp_path / "wds" / f"shard-{i:04d}.tar") for i in range(2)]
     assert all(Path(s).is_file() for s in shards)
 
     read_log = SkipLog()
     samples = list(webdataset_pairs(shards, log=read_log))
-    assert read_log.counts == {"corrupt_image": 1}  # the truncated image travels as it is
+    assert read_log.total == 0
     ds = PairDataset(pair_folder)
     assert [s["text"] for s in samples] == [ds.texts[i] for i in GOOD_INDICES]
     for s, i in zip(samples, GOOD_INDICES):
@@ -386,3 +387,48 @@ def test_hf_pairs_to_pair_folder(pair_folder, tmp_path, offline):
     table, _ = read_pairs(out)
     assert table.num_rows == 5
     assert all((out / name).is_file() for name in table.column("file_name").to_pylist())
+
+
+def test_symbolic_links_out_of_the_folder_are_unsafe_everywhere(tmp_path):
+    """A link inside the data set to a file outside it is refused like ``../x`` (never read,
+    copied or packed); a link to a file inside the folder is fine."""
+    secret = tmp_path / "secret.png"
+    patterned((9, 9, 9)).save(secret)
+    root = tmp_path / "set"
+    (root / "img").mkdir(parents=True)
+    patterned((4, 5, 6)).save(root / "img" / "in.png")
+    (root / "img" / "out.png").symlink_to(secret)
+    (root / "img" / "alias.png").symlink_to(root / "img" / "in.png")
+    (root / "up").symlink_to(tmp_path, target_is_directory=True)
+    write_pairs(pa.Table.from_pylist([
+        {"file_name": "img/out.png", "text": "a link out"},
+        {"file_name": "up/secret.png", "text": "a folder link out"},
+        {"file_name": "img/alias.png", "text": "a link in"},
+        {"file_name": "img/in.png", "text": "plain"},
+    ]), root)
+    ds = PairDataset(root)
+    assert [ds[i] is None for i in range(4)] == [True, True, False, False]
+    assert ds.log.counts == {"unsafe_file_name": 2}
+    log = SkipLog()
+    shards = write_webdataset(root, str(tmp_path / "w-%d.tar"), log=log)
+    assert log.counts == {"unsafe_file_name": 2}
+    assert [s["text"] for s in webdataset_pairs(shards)] == ["a link in", "plain"]
+
+
+def test_write_webdataset_decode_checks_images_unless_told_not_to(tmp_path):
+    root = tmp_path / "set"
+    root.mkdir()
+    patterned((4, 5, 6)).save(root / "good.png")
+    (root / "cut.png").write_bytes(png_bytes(patterned((1, 2, 3), size=(64, 64)))[:120])
+    (root / "empty.png").write_bytes(b"")
+    (root / "words.jpg").write_text("this is text, not a JPEG")
+    write_pairs(pa.Table.from_pylist([{"file_name": n, "text": f"row {i}"} for i, n in enumerate(
+        ["good.png", "cut.png", "empty.png", "words.jpg", "cut.png", "gone.png", "good.png"])]), root)
+    log = SkipLog()
+    shards = write_webdataset(root, str(tmp_path / "w-%d.tar"), log=log)
+    assert dict(log.counts) == {"corrupt_image": 3, "empty_file": 1, "missing_file": 1}
+    assert [s["text"] for s in webdataset_pairs(shards)] == ["row 0", "row 6"]
+    unchecked = SkipLog()
+    shards = write_webdataset(root, str(tmp_path / "u-%d.tar"), log=unchecked, check_images=False)
+    assert dict(unchecked.counts) == {"empty_file": 1, "missing_file": 1}
+    assert len(list(webdataset_pairs(shards, log=SkipLog()))) == 2  # the rest fail when read back

@@ -82,7 +82,8 @@ def shards(folder, tmp_path_factory) -> list[str]:
     was never written, so keys are positions among the 12 rows written)."""
     out = tmp_path_factory.mktemp("shards")
     log = SkipLog()
-    written = write_shards(folder, str(out / "shard-%06d.tar"), max_count=3, log=log)
+    # unchecked, so that the corrupt image travels into a shard for the reader to count
+    written = write_shards(folder, str(out / "shard-%06d.tar"), max_count=3, log=log, check_images=False)
     assert len(written) == 4 and log.counts == Counter({"empty_text": 1})
     with wds.TarWriter(str(out / "shard-000004.tar")) as sink:
         sink.write({"__key__": "x-empty", "png": png((224, 224), 200), "txt": b"   "})
@@ -310,13 +311,17 @@ def test_hf_stream_splits_a_local_parquet_by_node(tmp_path):
 
 def test_cli_data_shards_writes_shards_and_reports_skips(folder, tmp_path, capsys):
     out = tmp_path / "cli" / "shard-%06d.tar"
-    assert main(["data", "shards", str(folder), "--out", str(out), "--max-count", "5"]) == 0
+    report = tmp_path / "cli" / "report.json"
+    assert main(["data", "shards", str(folder), "--out", str(out), "--max-count", "5", "--report", str(report)]) == 0
     printed = capsys.readouterr().out
-    assert "wrote 3 shards" in printed and "empty_text: 1" in printed
+    assert "wrote 3 shards" in printed and "corrupt_image: 1, empty_text: 1" in printed
+    assert "e.g. corrupt_image: row 8: corrupt_image: images/008.png" in printed
+    assert json.loads(report.read_text())["skipped"]["counts"] == {"corrupt_image": 1, "empty_text": 1}
     written = shard_list(str(tmp_path / "cli" / "shard-*.tar"))
     assert len(written) == 3
     members = [json.loads(s["json"]) for s in wds.WebDataset(written, shardshuffle=False)]
-    assert len(members) == 12 and members[0]["text"] == "a photo of item number 0"
+    assert len(members) == 11 and members[0]["text"] == "a photo of item number 0"
+    assert "a corrupt image file here" not in {m["text"] for m in members}
 
 
 def test_cli_data_shards_rejects_a_pattern_without_a_field(folder, tmp_path, capsys):

@@ -21,7 +21,7 @@ import pyarrow as pa
 from align_lite.data.dedup import PAPER_NEAR_DUPLICATE_COSINE, EvalSet, eval_duplicate_mask
 from align_lite.data.filters import FilterConfig, FilterReport, apply_filters
 from align_lite.data.images import BadImageError, ImageFacts, probe_image, thumbnail_embedding
-from align_lite.data.records import (DataFormatError, SkipLog, fresh_output, read_pairs, safe_relative_path,
+from align_lite.data.records import (DataFormatError, SkipLog, fresh_output, read_pairs, resolve_inside,
                                      write_pairs)
 from align_lite.progress import progress
 
@@ -60,9 +60,10 @@ def probe_images(
     """Decode each distinct image of ``table`` once; rows whose image fails are counted and dropped."""
     names = table.column("file_name").to_pylist()
     unique = list(dict.fromkeys(names))
-    safe = [name for name in unique if safe_relative_path(name)]
-    decoded = dict(zip(safe, decode_images([root / name for name in safe], embed, workers, "decode images")))
-    outside = lambda name: (None, None, ("unsafe_file_name", f"{name!r} points outside the data set"))
+    inside = {name: resolve_inside(root, name) for name in unique}
+    safe = [name for name in unique if inside[name] is not None]
+    decoded = dict(zip(safe, decode_images([inside[name] for name in safe], embed, workers, "decode images")))
+    outside = lambda name: (None, None, ("unsafe_file_name", f"{name!r} leads outside the data set"))
     results = {name: decoded[name] if name in decoded else outside(name) for name in unique}
     keep = np.zeros(len(names), dtype=bool)
     for i, name in enumerate(names):
@@ -94,17 +95,25 @@ def load_eval_set(path: str | Path, workers: int = 2, log: SkipLog | None = None
 
     Eval images that cannot be decoded are counted in ``log`` (they cannot be protected)."""
     path = Path(path)
+    log = log if log is not None else SkipLog()
     try:
         table, source = read_pairs(path)
-        files = [source.root / name for name in dict.fromkeys(table.column("file_name").to_pylist())]
+        root, names = source.root, list(dict.fromkeys(table.column("file_name").to_pylist()))
     except DataFormatError:
         if not path.is_dir():
             raise
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        root = path
+        names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = []
+    for name in names:
+        inside = resolve_inside(root, name)
+        if inside is None:
+            log.skip("unsafe_file_name", f"eval image: {name!r} leads outside {root}")
+        else:
+            files.append(inside)
     if not files:
         raise DataFormatError(f"{path}: no eval images found")
 
-    log = log if log is not None else SkipLog()
     probed = []
     for facts, embedding, (reason, detail) in decode_images(files, True, workers, "eval images"):
         if facts is None:
@@ -170,7 +179,9 @@ def copy_images(file_names: list[str], src_root: Path, dst_root: Path, link: boo
     """Place each image at the same relative path under ``dst_root``: a copy, or with ``link`` a
     hard link where the file system allows one (else a copy)."""
     for name in progress(list(dict.fromkeys(file_names)), desc="write images"):
-        src, dst = src_root / name, dst_root / name
+        src, dst = resolve_inside(src_root, name), dst_root / name
+        if src is None:  # probe_images has already dropped these rows
+            raise DataFormatError(f"{name!r} leads outside {src_root}")
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.exists():
             dst.unlink()

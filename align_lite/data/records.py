@@ -85,6 +85,28 @@ def safe_relative_path(file_name: str) -> bool:
     return not path.is_absolute() and ".." not in path.parts and file_name.strip() != ""
 
 
+def resolve_inside(root: str | Path, file_name: str) -> Path | None:
+    """The file ``file_name`` names under ``root``, or ``None`` when it would leave ``root``.
+
+    The name must be relative without ``..`` (:func:`safe_relative_path`) *and*, once symbolic
+    links are followed, must still lie inside ``root``'s real folder: a link in the data set to
+    ``/etc/hostname`` (or to a sibling folder) is refused like ``../../etc/hostname`` is. A link
+    to another file inside the folder is fine. The file need not exist (a missing image is the
+    caller's ``missing_file``, not an unsafe name).
+
+    >>> resolve_inside("/data", "../secret") is None
+    True
+    """
+    if not safe_relative_path(file_name):
+        return None
+    base = Path(root).resolve()
+    try:
+        target = (base / file_name).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    return target if target.is_relative_to(base) and target != base else None
+
+
 @dataclass(frozen=True)
 class PairSource:
     """Where a pair table came from: its rows resolve image paths against ``root``."""

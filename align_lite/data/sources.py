@@ -24,7 +24,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from align_lite.data.images import BadImageError, open_rgb, to_rgb
-from align_lite.data.records import SkipLog, read_pairs, safe_relative_path, write_pairs
+from align_lite.data.records import SkipLog, read_pairs, resolve_inside, write_pairs
+from align_lite.progress import progress
 
 Sample = dict[str, Any]
 
@@ -50,11 +51,12 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample | None:
         name = self.file_names[index]
-        if not safe_relative_path(name):
-            self.log.skip("unsafe_file_name", f"row {index}: {name!r}")
+        path = resolve_inside(self.root, name)
+        if path is None:
+            self.log.skip("unsafe_file_name", f"row {index}: {name!r} leads outside the data set")
             return None
         try:
-            image = open_rgb(self.root / name)
+            image = open_rgb(path, name=name)
         except BadImageError as err:
             self.log.skip(err.reason, f"row {index}: {err}")
             return None
@@ -209,14 +211,17 @@ def _webdataset_text(sample: Sample) -> str | None:
 
 
 def write_webdataset(
-    source: str | Path, pattern: str, max_count: int = 10_000, log: SkipLog | None = None
+    source: str | Path, pattern: str, max_count: int = 10_000, log: SkipLog | None = None,
+    check_images: bool = True,
 ) -> list[str]:
     """Convert a pair folder into tar shards (``pattern`` like ``out/shard-%06d.tar``).
 
     Each pair becomes ``{key}.{ext}`` (the original image bytes) + ``{key}.json`` (all columns).
-    Rows whose image file is missing or points outside the folder are counted in ``log`` and
-    left out (the bytes are copied as they are; a corrupt image is counted when read back).
-    Returns the shard paths written.
+    Rows whose image is missing, leads outside the folder (``..``, an absolute name, a symbolic
+    link out) or, with ``check_images``, does not decode (truncated, empty, zero-size, a
+    decompression bomb, not an image at all) are counted in ``log`` by reason and left out, the
+    way ``data filter`` counts them. ``check_images=False`` packs the bytes unread (for data a
+    filter has already checked). Returns the shard paths written.
     """
     import webdataset as wds
 
@@ -224,16 +229,22 @@ def write_webdataset(
     table, where = read_pairs(source, log)
     Path(pattern).parent.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
+    verdicts: dict[str, str | None] = {}  # file name -> why it is unusable (None: fine)
     with wds.ShardWriter(pattern, maxcount=max_count, verbose=0) as sink:
-        for i, row in enumerate(table.to_pylist()):
+        for i, row in enumerate(progress(table.to_pylist(), desc="write shards")):
             name = row["file_name"]
-            if not safe_relative_path(name):
-                log.skip("unsafe_file_name", f"row {i}: {name!r}")
+            path = resolve_inside(where.root, name)
+            if path is None:
+                log.skip("unsafe_file_name", f"row {i}: {name!r} leads outside the data set")
                 continue
             try:
-                raw = (where.root / name).read_bytes()
-            except OSError as err:
-                log.skip("missing_file", f"row {i}: {name}: {err.strerror or err}")
+                raw = _read_checked(path, name, check_images and name not in verdicts)
+            except BadImageError as err:
+                verdicts[name] = err.reason
+                log.skip(err.reason, f"row {i}: {err}")
+                continue
+            if verdicts.setdefault(name, None) is not None:  # the same bad image in another row
+                log.skip(verdicts[name], f"row {i}: {name} (seen before)")
                 continue
             ext = Path(name).suffix.lstrip(".").lower() or "png"
             ext = "jpg" if ext == "jpeg" else ext
@@ -243,6 +254,23 @@ def write_webdataset(
             if sink.fname and sink.fname not in written:
                 written.append(sink.fname)
     return written
+
+
+def _read_checked(path: Path, name: str, decode: bool) -> bytes:
+    """The bytes of the image at ``path``; with ``decode``, only once they decode fully.
+
+    Raises:
+        BadImageError: missing, empty, or (``decode``) not a usable image.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise BadImageError("missing_file", f"{name}: {err.strerror or err}") from err
+    if not raw:
+        raise BadImageError("empty_file", f"{name}: 0 bytes")
+    if decode:
+        open_rgb(raw, name=name)
+    return raw
 
 
 def to_pair_folder(samples: Iterator[Sample], out_dir: str | Path, image_format: str = "png") -> Path:

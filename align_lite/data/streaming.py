@@ -557,17 +557,19 @@ class HFStream(IterableDataset):
             epoch += 1
 
 
-def write_shards(source: str | Path, pattern: str, max_count: int = 10_000, log: SkipLog | None = None) -> list[str]:
+def write_shards(source: str | Path, pattern: str, max_count: int = 10_000, log: SkipLog | None = None,
+                 check_images: bool = True) -> list[str]:
     """Pair folder / ``.jsonl`` / ``.parquet`` → tar shards (``pattern`` like ``out/shard-%06d.tar``,
     ``max_count`` pairs each); returns the shard paths. See
-    :func:`align_lite.data.sources.write_webdataset` (bad rows are counted in ``log``)."""
+    :func:`align_lite.data.sources.write_webdataset` (bad rows, and with ``check_images`` images
+    that do not decode, are counted in ``log``)."""
     try:
         pattern % 0
     except TypeError as err:
         raise ValueError(f"shard pattern {pattern!r} needs one %d-style field, e.g. out/shard-%06d.tar") from err
     if max_count < 1:
         raise ValueError("max_count must be at least 1")
-    return write_webdataset(source, pattern, max_count=max_count, log=log)
+    return write_webdataset(source, pattern, max_count=max_count, log=log, check_images=check_images)
 
 
 __all__ = [
