@@ -271,7 +271,10 @@ def _add_train(commands) -> None:
     limit.add_argument("--max-steps", type=int, help="optimizer steps (also the schedule's length)")
     limit.add_argument("--max-seconds", type=float,
                        help="stop after this much training time (the schedule keeps the recipe's length)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue from the newest readable checkpoint in --out, or from CHECKPOINT")
+    p.add_argument("--max-bad-share", type=float,
+                   help="stop when more than this share of rows (0..1) is unusable (default: never stop)")
     p.add_argument("--batch-size", type=int, help="pairs per micro-batch per process")
     p.add_argument("--accum-steps", type=int, help="micro-batches per step (negatives = all of them)")
     p.add_argument("--lr", type=float)
@@ -365,7 +368,7 @@ def _run_train(args: argparse.Namespace) -> None:
     overrides = {} if args.preset is None else {"model": args.preset}
     for name in ("batch_size", "accum_steps", "lr", "image_lr_scale", "text_pooling", "warmup_steps", "weight_decay",
                  "optimizer", "schedule", "precision", "seed", "temperature", "world_n", "text_length", "log_every", "ckpt_every",
-                 "eval_every", "eval_size", "num_workers", "device", "max_steps", "max_seconds"):
+                 "eval_every", "eval_size", "num_workers", "device", "max_steps", "max_seconds", "max_bad_share"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -442,12 +445,34 @@ def _run_train(args: argparse.Namespace) -> None:
     summary = f"trained {result.step} steps"
     if last:
         summary += f": loss {last['loss']:.4f}, temperature {last['temperature']:.4f}, {last['images_per_s']:.0f} images/s"
-    if result.skipped_steps or result.skipped_samples:
-        summary += f" ({result.skipped_steps} steps skipped, {result.skipped_samples} bad samples replaced)"
+    if result.skipped_steps:
+        summary += f" ({result.skipped_steps} steps skipped: non-finite loss or gradients)"
     print(summary)
+    print(_data_report_line(result.data_report))
     if result.eval:
         print("held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in result.eval.items() if k != "eval_pairs"))
     print(f"model -> {result.final_dir} (align_lite.models.from_pretrained); checkpoint -> {result.checkpoint}")
+
+
+def _data_report_line(report: dict) -> str:
+    """The run's unusable rows by reason, in a line or three (``Trainer.data_report``)."""
+    def by_reason(counts: dict) -> str:
+        return ", ".join(f"{reason}: {n:,}" for reason, n in counts.items())
+
+    lines = []
+    rows = report.get("rows")
+    dropped = report.get("dropped_while_reading") or {}
+    head = f"data: {rows:,} rows" if rows is not None else "data: streamed"
+    lines.append(head + (f"; {sum(dropped.values()):,} dropped while reading ({by_reason(dropped)})" if dropped
+                         else "; none dropped while reading"))
+    bad = report.get("bad_images") or {}
+    if bad:
+        lines.append(f"  bad images met {report['bad_images_total']:,} times, {report['bad_images_were']} "
+                     f"({by_reason(bad)})")
+    held_out = report.get("held_out_unreadable") or {}
+    if held_out:
+        lines.append(f"  held-out pairs left out: {sum(held_out.values()):,} ({by_reason(held_out)})")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------

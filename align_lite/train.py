@@ -52,9 +52,12 @@ Run folder (``out_dir``)::
                                    NumPy random states, data position, counters
         trainer_state.safetensors  optimizer moments, torch/CUDA random states
     final/                         the model and tokenizer at the end (from_pretrained)
+    data_report.json               every row the run could not use, by reason (Trainer.data_report)
 
 Checkpoints are written into a hidden staging folder and appear by one rename, so an interrupted
-save never leaves a half checkpoint. ``resume=True`` picks up the newest ``checkpoint-*``: weights,
+save never leaves a half checkpoint. A run that fails before its first checkpoint removes the run
+folder it made (nothing in it could be resumed). ``resume=True`` picks up the newest readable
+``checkpoint-*`` (``resume=PATH``: that checkpoint): weights,
 optimizer, schedule, loss scaler, every random state and the data position, so that (with
 ``num_workers=0``) an interrupted-and-resumed run ends with the same weights as an uninterrupted
 one. With worker processes the batches are still the same but random crops are drawn in the
@@ -74,6 +77,7 @@ import random
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -90,7 +94,7 @@ from torch import nn
 from align_lite import __version__
 from align_lite.data.hard_negatives import hard_negative_order
 from align_lite.data.images import CropToPixels, ImageTransformConfig, image_transform
-from align_lite.data.records import DataFormatError
+from align_lite.data.records import DataFormatError, SkipLog
 from align_lite.data.sources import PairDataset, collate_pairs
 from align_lite.data.tokenizer import AltTextTokenizer, TokenizerConfig, train_tokenizer, trim_padding
 from align_lite.data.world import WorldConfig, WorldDataset
@@ -110,6 +114,7 @@ STATE_TENSORS = "trainer_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.json"
 CHECKPOINT_PREFIX = "checkpoint-"
+DATA_REPORT = "data_report.json"
 STATE_FORMAT_VERSION = 1
 METRIC_FIELDS = (
     "step", "loss", "lr", "temperature", "images_per_s", "step_time_s", "grad_norm",
@@ -186,6 +191,9 @@ class TrainConfig:
     channels_last: bool = True  # NHWC images and convolutions (~1.8x faster EfficientNet on CPU too)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     tensorboard: bool = True  # write TensorBoard events when the package is installed
+    # Stop with a DataFormatError when more than this share of the rows is bad: rows dropped
+    # while reading the pair table, or images that had to be replaced (None: never stop).
+    max_bad_share: float | None = None
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "accum_steps", "max_steps", "text_length", "vocab_size", "world_n", "log_every")
@@ -224,6 +232,8 @@ class TrainConfig:
         if not isinstance(self.hard_negative_share, tuple) or self.hard_negative_vary in self.hard_negative_share:
             raise ValueError("TrainConfig.hard_negative_share must be a tuple of column names without "
                              f"hard_negative_vary, got {self.hard_negative_share!r}")
+        if self.max_bad_share is not None and not 0 <= self.max_bad_share < 1:
+            raise ValueError(f"TrainConfig.max_bad_share must be in [0, 1) or None, got {self.max_bad_share}")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise ValueError(f"TrainConfig.keep_checkpoints must be >= 1 or None, got {self.keep_checkpoints}")
         LossConfig(label_smoothing=self.label_smoothing, reduction=self.loss_reduction)  # validates
@@ -320,6 +330,7 @@ class TrainResult:
     checkpoint: Path | None = None  # the last checkpoint written
     final_dir: Path | None = None  # out_dir / "final"
     seconds: float = 0.0  # training time of this invocation
+    data_report: dict[str, Any] = field(default_factory=dict)  # see Trainer.data_report
 
     def _column(self, key: str) -> list[float]:
         return [r[key] for r in self.history if key in r and "loss" in r]
@@ -394,47 +405,65 @@ class StepBatchSampler:
 
 class SkipBadSamples(torch.utils.data.Dataset):
     """Wraps a dataset whose items may be ``None`` (an unreadable image): a bad row is replaced
-    by the next readable one, and the item records how many rows were skipped (``"skipped"``).
+    by the next readable one, and the item records how many rows were crossed (``"skipped"``)
+    and why (``"skip_reasons"``, from the dataset's :class:`SkipLog` ``log`` when it has one,
+    else ``unreadable``).
 
     Replacing rather than dropping keeps every batch full, which matters twice over here: the
     number of negatives stays fixed, and processes can all-gather equal-sized batches. Any run of
-    bad rows is crossed (rows found bad are remembered, so a long run is read once); only a data
-    set with no readable row at all is an error."""
+    bad rows is crossed (rows found bad are remembered with their reason, so a long run is read
+    once); only a data set with no readable row at all is an error."""
 
     def __init__(self, dataset):
         self.dataset = dataset
-        self._bad: set[int] = set()
+        self._bad: dict[int, str] = {}  # row -> why it is unusable
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self.dataset)
+        reasons: Counter = Counter()
         for tries in range(n):
             row = (index + tries) % n
-            if row in self._bad:
-                continue
-            sample = self.dataset[row]
-            if sample is not None:
-                return {**sample, "skipped": tries}
-            self._bad.add(row)
-        raise DataFormatError(f"none of the {n} rows of the training data has a readable image")
+            if row not in self._bad:
+                sample, reason = self._read(row)
+                if sample is not None:
+                    return {**sample, "skipped": tries, "skip_reasons": dict(reasons)}
+                self._bad[row] = reason
+            reasons[self._bad[row]] += 1
+        raise DataFormatError(f"none of the {n} rows of the training data has a readable image "
+                              f"({', '.join(f'{r}: {k}' for r, k in sorted(reasons.items()))})")
+
+    def _read(self, row: int) -> tuple[dict[str, Any] | None, str]:
+        log = getattr(self.dataset, "log", None)
+        before = Counter(log.counts) if isinstance(log, SkipLog) else None
+        sample = self.dataset[row]
+        if sample is not None or before is None:
+            return sample, "unreadable"
+        new = log.since(before)
+        return None, max(new, key=new.get) if new else "unreadable"
 
 
 class Collate:
     """``collate_pairs`` + tokenization, padded to the batch's longest text
     (:func:`~align_lite.data.tokenizer.trim_padding`); ``n_skipped`` counts the rows
-    :class:`SkipBadSamples` replaced. Picklable, for DataLoader workers."""
+    :class:`SkipBadSamples` replaced (or a stream passed over) and ``skip_reasons`` counts them
+    by reason. Picklable, for DataLoader workers."""
 
     def __init__(self, tokenizer: AltTextTokenizer, trim: bool = True):
         self.tokenizer, self.trim = tokenizer, trim
 
     def __call__(self, samples: Sequence[dict | None]) -> dict[str, Any]:
         replaced = sum(s.pop("skipped", 0) for s in samples if s is not None)
+        reasons: Counter = Counter()
+        for s in samples:
+            reasons.update(s.pop("skip_reasons", {}) if s is not None else {"unreadable": 1})
         batch = collate_pairs(samples, self.tokenizer)
         if self.trim and "input_ids" in batch:
             batch.update(trim_padding(batch))
         batch["n_skipped"] += replaced
+        batch["skip_reasons"] = dict(reasons)
         return batch
 
 
@@ -742,7 +771,7 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: Any = None, out_dir: str | Path | None = None,
-                 resume: bool = False, eval_fns: Sequence[EvalFn] = (),
+                 resume: bool | str | Path = False, eval_fns: Sequence[EvalFn] = (),
                  tokenizer: AltTextTokenizer | None = None, log_fns: Sequence[LogFn] = ()):
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -756,7 +785,14 @@ class Trainer:
 
         # Where we resume from (decided before anything random happens).
         self.resume_from: Path | None = None
-        if resume:
+        if isinstance(resume, (str, Path)):
+            if self.out_dir is None:
+                raise ValueError("resume=PATH needs an out_dir")
+            self.resume_from = Path(resume)
+            problem = checkpoint_problem(self.resume_from) if self.resume_from.is_dir() else "no such folder"
+            if problem is not None:
+                raise ValueError(f"--resume {self.resume_from}: cannot resume from it ({problem})")
+        elif resume:
             if self.out_dir is None:
                 raise ValueError("resume=True needs an out_dir")
             found = find_checkpoints(self.out_dir)
@@ -770,6 +806,10 @@ class Trainer:
         # Data and the held-out split (a fixed function of the seed).
         self.train_ds, eval_ds, texts = build_dataset(config, data)
         self.streaming = isinstance(self.train_ds, torch.utils.data.IterableDataset)
+        read_log = getattr(self.train_ds, "log", None)
+        self.dropped_while_reading = dict(read_log.counts) if isinstance(read_log, SkipLog) and not self.streaming else {}
+        self._check_bad_share(sum(self.dropped_while_reading.values()),
+                              None if self.streaming else len(self.train_ds), "dropped while reading the pair table")
         if self.streaming:  # shards: the eval set is the held-out shard's first pairs
             if config.eval_size and not eval_ds:
                 raise ValueError("a stream passed as data has no held-out pairs: set eval_size 0 (evaluate with "
@@ -844,6 +884,8 @@ class Trainer:
         self.step = 0
         self.skipped_steps = 0
         self.skipped_samples = 0
+        self.skip_reasons: Counter = Counter()  # the skipped_samples by reason (all processes)
+        self.held_out_unreadable: dict[str, int] = {}
         self.history: list[dict] = []
         self.last_eval: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
@@ -871,9 +913,38 @@ class Trainer:
                        temperature_min=lo, temperature_max=hi)
 
     def _eval_batch(self, eval_ds) -> dict[str, Any] | None:
+        log = getattr(eval_ds, "log", None)
+        before = Counter(log.counts) if isinstance(log, SkipLog) else Counter()
         samples = [eval_ds[i] for i in self.eval_indices]
+        if isinstance(log, SkipLog):
+            self.held_out_unreadable = log.since(before)
+        elif any(s is None for s in samples):
+            self.held_out_unreadable = {"unreadable": sum(s is None for s in samples)}
         batch = collate_pairs(samples, self.tokenizer)
         return batch if len(batch["text"]) else None
+
+    def _check_bad_share(self, bad: int, good: int | None, what: str) -> None:
+        """Stop when ``bad / (bad + good)`` passes ``config.max_bad_share``."""
+        share = self.config.max_bad_share
+        if share is None or good is None or bad <= share * (bad + good):
+            return
+        raise DataFormatError(f"{bad:,} of {bad + good:,} rows ({bad / (bad + good):.1%}) were {what}, more "
+                              f"than max_bad_share {share:.1%} (--max-bad-share) allows")
+
+    def data_report(self) -> dict[str, Any]:
+        """Every row the run could not use, by reason: ``dropped_while_reading`` (bad JSON, not
+        UTF-8, empty text, a missing file name, a malformed value: rows the pair table never
+        held), ``bad_images`` (images that did not decode or were missing or unsafe, each time
+        one was met: replaced by the next readable row in a pair table, passed over in a
+        stream) and ``held_out_unreadable`` (held-out pairs left out of the retrieval check)."""
+        return {
+            "rows": None if self.streaming else len(self.train_ds),
+            "dropped_while_reading": dict(sorted(self.dropped_while_reading.items())),
+            "bad_images": dict(sorted(self.skip_reasons.items())),
+            "bad_images_total": self.skipped_samples,
+            "bad_images_were": "passed over (stream)" if self.streaming else "replaced by the next readable row",
+            "held_out_unreadable": dict(sorted(self.held_out_unreadable.items())),
+        }
 
     def loader(self, start_step: int) -> Iterator[dict[str, Any]]:
         c = self.config
@@ -991,11 +1062,13 @@ class Trainer:
                        disable=True if not main else None)
         self.model.train()
         start = last_time = time.perf_counter()
-        window = {"loss_sum": 0.0, "loss_n": 0, "images": 0, "skipped_samples": 0}
+        window = self._new_window()
         try:
             while self.step < c.max_steps:
                 micro = [next(data) for _ in range(c.accum_steps)]
                 window["skipped_samples"] += sum(int(b["n_skipped"]) for b in micro)
+                for b in micro:
+                    window["skip_reasons"].update(b.get("skip_reasons", {}))
                 stats = self.train_step(micro)
                 if math.isfinite(stats["loss"]):
                     window["loss_sum"] += stats["loss"]
@@ -1009,7 +1082,7 @@ class Trainer:
                     now = time.perf_counter()
                     record = self._log_record(stats, window, now - last_time, now - start)
                     last_time = now
-                    window = {k: 0 if isinstance(v, int) else 0.0 for k, v in window.items()}
+                    window = self._new_window()
                     bar.set_postfix(loss=f"{record['loss']:.3f}", temp=f"{record['temperature']:.4f}")
                 if c.eval_every and self.step % c.eval_every == 0 and not last:
                     record = {"step": self.step, **record, **self.evaluate()}
@@ -1028,6 +1101,7 @@ class Trainer:
                     self.save_checkpoint()
                 if main:
                     save_pretrained(self.model, self.out_dir / "final", self.tokenizer)
+                    (self.out_dir / DATA_REPORT).write_text(json.dumps(self.data_report(), indent=1) + "\n")
                 self._barrier()
         finally:
             bar.close()
@@ -1040,8 +1114,12 @@ class Trainer:
             model=self.model, tokenizer=self.tokenizer, config=c, history=list(self.history), step=self.step,
             skipped_steps=self.skipped_steps, skipped_samples=self.skipped_samples, eval=dict(self.last_eval),
             checkpoint=self.last_checkpoint, final_dir=self.out_dir / "final" if self.out_dir else None,
-            seconds=seconds,
+            seconds=seconds, data_report=self.data_report(),
         )
+
+    @staticmethod
+    def _new_window() -> dict[str, Any]:
+        return {"loss_sum": 0.0, "loss_n": 0, "images": 0, "skipped_samples": 0, "skip_reasons": Counter()}
 
     def _time_is_up(self, elapsed: float) -> bool:
         flag = torch.tensor([float(elapsed >= self.config.max_seconds)], device=self.device)
@@ -1056,6 +1134,14 @@ class Trainer:
             dist.all_reduce(totals)
         loss_sum, loss_n, skipped_samples = totals.tolist()
         self.skipped_samples += int(skipped_samples)
+        reasons = [window["skip_reasons"]]
+        if self.dist.enabled:
+            reasons = [None] * self.dist.world_size
+            dist.all_gather_object(reasons, window["skip_reasons"])
+        for part in reasons:
+            self.skip_reasons.update(part)
+        self._check_bad_share(self.skipped_samples, self.step * self.global_batch,
+                              "bad images met in training (missing, unreadable or unsafe)")
         n_steps = max(1, window["images"] // self.global_batch)
         return {
             "step": self.step,
@@ -1234,6 +1320,7 @@ class Trainer:
                                       0, self.dist.world_size, self.config.seed).position(self.step)),
             "skipped_steps": self.skipped_steps,
             "skipped_samples": self.skipped_samples,
+            "skip_reasons": dict(self.skip_reasons),
             "last_eval": self.last_eval,
         }
         return tensors, meta
@@ -1242,7 +1329,10 @@ class Trainer:
         """Restore optimizer, schedule, scaler, random states and counters from a checkpoint
         (the weights were loaded with ``from_pretrained`` when the model was built)."""
         directory = Path(directory)
-        meta = json.loads((directory / STATE_JSON).read_text())
+        problem = checkpoint_problem(directory)
+        if problem is not None:
+            raise ValueError(f"cannot resume from {directory}: {problem}")
+        meta = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
         if meta.get("format_version", 0) > STATE_FORMAT_VERSION:
             raise ValueError(f"{directory}: trainer state format {meta.get('format_version')} is newer "
                              "than this align_lite reads")
@@ -1267,6 +1357,7 @@ class Trainer:
         self.step = int(meta["step"])
         self.skipped_steps = int(meta["skipped_steps"])
         self.skipped_samples = int(meta["skipped_samples"])
+        self.skip_reasons = Counter(meta.get("skip_reasons") or {})
         self.last_eval = meta.get("last_eval") or {}
         self.last_checkpoint = directory
         if "data.generator" in tensors:
@@ -1294,14 +1385,16 @@ class Trainer:
 
 
 def train(config: TrainConfig = TrainConfig.cpu_tiny(), data: Any = None, out_dir: str | Path | None = None,
-          resume: bool = False, eval_fns: Sequence[EvalFn] = (),
+          resume: bool | str | Path = False, eval_fns: Sequence[EvalFn] = (),
           tokenizer: AltTextTokenizer | None = None, log_fns: Sequence[LogFn] = ()) -> TrainResult:
     """Train a dual encoder; the one entry point for notebooks, the CLI and ``torchrun``.
 
     ``data``: ``None``/``"world"`` (the generated world, drawn in memory), a ``WorldConfig``, a
     pair folder / ``.jsonl`` / ``.parquet`` path, or a dataset (see :func:`build_dataset`).
     ``out_dir``: where checkpoints, metrics and ``final/`` go; ``None`` writes nothing (short
-    notebook runs). ``resume``: continue from the newest checkpoint in ``out_dir``.
+    notebook runs); a run that fails before its first checkpoint removes the ``out_dir`` it made.
+    ``resume``: ``True`` continues from the newest readable checkpoint in ``out_dir`` (a newer,
+    damaged one is named and passed over); a path continues from that checkpoint.
     ``eval_fns``: callables ``fn(model, step) -> {name: number}`` run (on process 0, model in
     eval mode) every ``config.eval_every`` steps and at the end; their numbers join the metrics.
     ``tokenizer``: use this one instead of learning one from the training texts (its
@@ -1309,11 +1402,33 @@ def train(config: TrainConfig = TrainConfig.cpu_tiny(), data: Any = None, out_di
     ``log_fns``: callables ``fn(record)`` given every record written to the metrics (process 0),
     e.g. :class:`align_lite.plots.LiveCurves` to redraw curves in a notebook while training.
     """
-    trainer = Trainer(config, data, out_dir, resume, eval_fns, tokenizer, log_fns)
+    existed = out_dir is not None and Path(out_dir).is_dir()
+    made = out_dir is not None and (not existed or not any(Path(out_dir).iterdir()))
     try:
-        return trainer.fit()
-    finally:
-        trainer.close()
+        trainer = Trainer(config, data, out_dir, resume, eval_fns, tokenizer, log_fns)
+        try:
+            return trainer.fit()
+        finally:
+            trainer.close()
+    except BaseException:
+        if made:
+            _remove_half_made_run(Path(out_dir), existed)
+        raise
+
+
+def _remove_half_made_run(out_dir: Path, existed: bool) -> None:
+    """Delete what a failed run wrote into the folder it made, when no checkpoint got written
+    (metrics and a config without weights only mislead); process 0 only, like every write."""
+    if int(os.environ.get("RANK", "0")) != 0 or not out_dir.is_dir() or find_checkpoints(out_dir):
+        return
+    for entry in out_dir.iterdir():  # the folder itself stays if the user made it (empty)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink()
+    if not existed:
+        out_dir.rmdir()
+    _notice(f"the run failed before its first checkpoint: removed what it wrote to {out_dir}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

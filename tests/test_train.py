@@ -437,8 +437,74 @@ def test_a_long_run_of_unreadable_images_is_crossed_and_counted(tmp_path, capsys
     run = ["train", "--preset", "tiny", "--data", str(folder), "--max-steps", "3", "--batch-size", "16",
            "--eval-size", "0", "--no-tensorboard"]
     assert main([*run, "--out", str(tmp_path / "run")]) == 0  # before: "32 unreadable samples in a row"
-    assert "bad samples replaced" in capsys.readouterr().out
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert report["bad_images_total"] > 0 and report["bad_images"] == {"missing_file": report["bad_images_total"]}
+    out = capsys.readouterr().out
+    assert (f"bad images met {report['bad_images_total']:,} times, replaced by the next readable row "
+            f"(missing_file: {report['bad_images_total']:,})") in out
     for r in rows:
         (folder / r["file_name"]).unlink(missing_ok=True)
     assert main([*run, "--out", str(tmp_path / "run2")]) == 1
-    assert "none of the 160 rows of the training data has a readable image" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "none of the 160 rows of the training data has a readable image (missing_file: 160)" in err
+    assert not (tmp_path / "run2").exists() and "removed what it wrote" in err  # no half-made run folder
+
+
+def _damaged_pairs(tmp_path, missing: int = 0):
+    """A 64-row world folder with 4 rows that cannot be read (bad JSON, not UTF-8, empty text, no
+    file name) appended to its metadata, and ``missing`` of its images deleted."""
+    folder = write_world(WorldConfig.clean(n=64, seed=5), tmp_path / "pairs")
+    with open(folder / "metadata.jsonl", "ab") as f:
+        f.write(b'{"file_name": "images/x.png", "text": \n')
+        f.write(b'{"file_name": "images/x.png", "text": "caf\xe9"}\n')
+        f.write(b'{"file_name": "images/x.png", "text": "  "}\n')
+        f.write(b'{"text": "a caption without its image"}\n')
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text(errors="replace").splitlines()[:64]]
+    for r in rows[:missing]:
+        (folder / r["file_name"]).unlink()
+    return folder
+
+
+def test_the_run_reports_every_row_it_could_not_use_by_reason(tmp_path, capsys):
+    folder = _damaged_pairs(tmp_path, missing=3)
+    result = train(small(max_steps=3, eval_size=8, augment=False), data=folder, out_dir=tmp_path / "run")
+    report = result.data_report
+    assert report["rows"] == 64
+    assert report["dropped_while_reading"] == {"bad_json": 1, "empty_text": 1, "missing_file_name": 1, "not_utf8": 1}
+    met = report["bad_images_total"] + sum(report["held_out_unreadable"].values())
+    assert set(report["bad_images"]) <= {"missing_file"} and met >= 1
+    assert report["bad_images_total"] == result.skipped_samples == sum(report["bad_images"].values())
+    assert json.loads((tmp_path / "run" / "data_report.json").read_text()) == report
+
+
+def test_max_bad_share_stops_a_run_on_mostly_bad_data(tmp_path, capsys):
+    folder = _damaged_pairs(tmp_path, missing=40)
+    base = ["train", "--preset", "tiny", "--data", str(folder), "--max-steps", "2", "--batch-size", "16",
+            "--eval-size", "0", "--no-tensorboard", "--text-length", "16"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--max-bad-share", "0.05"]) == 1  # 4 of 68 at read time
+    assert "4 of 68 rows (5.9%) were dropped while reading the pair table, more than max_bad_share 5.0%" in (
+        capsys.readouterr().err)
+    assert main([*base, "--out", str(tmp_path / "b"), "--max-bad-share", "0.3"]) == 1  # 40 of 64 images missing
+    assert "were bad images met in training (missing, unreadable or unsafe), more than max_bad_share 30.0%" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main([*base, "--out", str(tmp_path / "c")]) == 0  # no limit: the run goes on, and says so
+    assert "4 dropped while reading (bad_json: 1, empty_text: 1, missing_file_name: 1, not_utf8: 1)" in (
+        capsys.readouterr().out)
+
+
+def test_resume_from_a_named_checkpoint(tmp_path, shared_tokenizer):
+    config = small(max_steps=4, ckpt_every=2)
+    train(config, out_dir=tmp_path / "run", tokenizer=shared_tokenizer)
+    second = find_checkpoints(tmp_path / "run")[0]
+    assert second.name.endswith("0000002")
+    resumed = Trainer(config, out_dir=tmp_path / "run", resume=second)
+    assert resumed.step == 2 and resumed.resume_from == second
+    assert Trainer(config, out_dir=tmp_path / "other", resume=str(second)).step == 2  # into another folder
+    with pytest.raises(ValueError, match=r"--resume .*nowhere: cannot resume from it \(no such folder\)"):
+        Trainer(config, out_dir=tmp_path / "run", resume=tmp_path / "nowhere")
+    (second / STATE_JSON).write_text('{"step": 2, "config"')
+    with pytest.raises(ValueError, match=r"cannot resume from it \(.*checkpoint-0000002/trainer_state.json: "):
+        Trainer(config, out_dir=tmp_path / "run", resume=second)
+    with pytest.raises(ValueError, match=r"cannot resume from .*checkpoint-0000002: .*trainer_state.json"):
+        resumed.load_checkpoint(second)  # named, never a bare JSONDecodeError

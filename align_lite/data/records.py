@@ -65,6 +65,10 @@ class SkipLog:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def since(self, before: Counter) -> dict[str, int]:
+        """The counts added since ``before`` (a copy of ``counts`` taken earlier), by reason."""
+        return {reason: n - before.get(reason, 0) for reason, n in self.counts.items() if n > before.get(reason, 0)}
+
     def to_dict(self) -> dict:
         return {
             "total": self.total,

@@ -44,10 +44,12 @@ each shard in parallel (one job per shard) and combine with :func:`merge_counts`
   column.
 
 Shapes: samples are dicts ``{"image": PIL RGB image or transform(image), "text": str,
-"key": str, "url": str, "skipped": int}``; with ``transform=image_transform(...)`` the image is a
-(3, S, S) float32 tensor. ``skipped`` is the number of bad samples the stream passed over just
-before this one, so :class:`align_lite.train.Collate` reports them as ``n_skipped`` even from
-``DataLoader`` worker processes (where the stream's own :class:`SkipLog` is a worker's copy).
+"key": str, "url": str, "skipped": int, "skip_reasons": {reason: int}}``; with
+``transform=image_transform(...)`` the image is a (3, S, S) float32 tensor. ``skipped`` is the
+number of bad samples the stream passed over just before this one (``skip_reasons``: how many
+for each reason), so :class:`align_lite.train.Collate` reports them as ``n_skipped`` and the
+trainer's end-of-run data report counts them by reason, even from ``DataLoader`` worker
+processes (where the stream's own :class:`SkipLog` is a worker's copy).
 """
 
 from __future__ import annotations
@@ -213,7 +215,7 @@ class ShardStream(IterableDataset):
     """Image–text pairs streamed from webdataset tar shards.
 
     Yields ``{"image": PIL RGB or transform(image), "text": str, "key": str, "url": str,
-    "skipped": int}`` (see the module docstring for ``skipped``).
+    "skipped": int, "skip_reasons": dict}`` (see the module docstring for ``skipped``).
 
     * ``resample=False``: one pass. Shards are split over ranks × ``DataLoader`` workers
       (:func:`split_shards`), so every shard is read by exactly one reader; with ``shuffle`` the
@@ -272,7 +274,7 @@ class ShardStream(IterableDataset):
         yield from split_shards(shards, self.rank, self.world_size, worker, num_workers)
 
     def __iter__(self) -> Iterator[Sample]:
-        counted = self.log.total  # bad samples up to the last one yielded
+        counted = Counter(self.log.counts)  # bad samples up to the last one yielded
         for url in self.shard_order(*worker_slot()):
             for raw in shard_samples(url, self.log):
                 sample = decode_sample(raw, self.log)
@@ -281,8 +283,16 @@ class ShardStream(IterableDataset):
                 if self.transform is not None:
                     sample["image"] = self.transform(sample["image"])
                 del sample["image_key"]
-                sample["skipped"], counted = self.log.total - counted, self.log.total
-                yield sample
+                yield _with_skips(sample, self.log, counted)
+
+
+def _with_skips(sample: Sample, log: SkipLog, counted: Counter) -> Sample:
+    """``sample`` with the bad samples met since the last one yielded: ``skipped`` (how many) and
+    ``skip_reasons`` (how many by reason); ``counted`` is brought up to date."""
+    reasons = log.since(counted)
+    counted.update(reasons)
+    sample["skipped"], sample["skip_reasons"] = sum(reasons.values()), reasons
+    return sample
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,7 +551,7 @@ class HFStream(IterableDataset):
     def __iter__(self) -> Iterator[Sample]:
         from datasets.distributed import split_dataset_by_node
 
-        epoch, counted = self.epoch, self.log.total
+        epoch, counted = self.epoch, Counter(self.log.counts)
         while self.epochs is None or epoch < self.epoch + self.epochs:
             dataset = _checked_columns(self._load(), self.name, self.image_column, self.text_column)
             if self.shuffle_buffer > 1:
@@ -552,8 +562,7 @@ class HFStream(IterableDataset):
                 for sample in row_pairs(row, i, self.image_column, self.text_column, self.log):
                     if self.transform is not None:
                         sample["image"] = self.transform(sample["image"])
-                    sample["skipped"], counted = self.log.total - counted, self.log.total
-                    yield sample
+                    yield _with_skips(sample, self.log, counted)
             epoch += 1
 
 
