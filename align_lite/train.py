@@ -405,9 +405,11 @@ class StepBatchSampler:
 
 class SkipBadSamples(torch.utils.data.Dataset):
     """Wraps a dataset whose items may be ``None`` (an unreadable image): a bad row is replaced
-    by the next readable one, and the item records how many rows were crossed (``"skipped"``)
-    and why (``"skip_reasons"``, from the dataset's :class:`SkipLog` ``log`` when it has one,
-    else ``unreadable``).
+    by the next readable one, and the item records that it is a replacement (``"skipped"``: 1,
+    else 0) and why the row drawn was bad (``"skip_reasons"``, from the dataset's
+    :class:`SkipLog` ``log`` when it has one, else ``unreadable``). Counting the rows drawn, not
+    the rows crossed to find a replacement, makes ``skipped / samples`` an unbiased estimate of
+    the data's bad share, however the bad rows cluster.
 
     Replacing rather than dropping keeps every batch full, which matters twice over here: the
     number of negatives stays fixed, and processes can all-gather equal-sized batches. Any run of
@@ -429,7 +431,8 @@ class SkipBadSamples(torch.utils.data.Dataset):
             if row not in self._bad:
                 sample, reason = self._read(row)
                 if sample is not None:
-                    return {**sample, "skipped": tries, "skip_reasons": dict(reasons)}
+                    drawn = {self._bad[index]: 1} if tries else {}
+                    return {**sample, "skipped": int(tries > 0), "skip_reasons": drawn}
                 self._bad[row] = reason
             reasons[self._bad[row]] += 1
         raise DataFormatError(f"none of the {n} rows of the training data has a readable image "
@@ -808,8 +811,9 @@ class Trainer:
         self.streaming = isinstance(self.train_ds, torch.utils.data.IterableDataset)
         read_log = getattr(self.train_ds, "log", None)
         self.dropped_while_reading = dict(read_log.counts) if isinstance(read_log, SkipLog) and not self.streaming else {}
-        self._check_bad_share(sum(self.dropped_while_reading.values()),
-                              None if self.streaming else len(self.train_ds), "dropped while reading the pair table")
+        dropped = sum(self.dropped_while_reading.values())
+        self._check_bad_share(dropped, None if self.streaming else len(self.train_ds) + dropped,
+                              "dropped while reading the pair table")
         if self.streaming:  # shards: the eval set is the held-out shard's first pairs
             if config.eval_size and not eval_ds:
                 raise ValueError("a stream passed as data has no held-out pairs: set eval_size 0 (evaluate with "
@@ -923,19 +927,19 @@ class Trainer:
         batch = collate_pairs(samples, self.tokenizer)
         return batch if len(batch["text"]) else None
 
-    def _check_bad_share(self, bad: int, good: int | None, what: str) -> None:
-        """Stop when ``bad / (bad + good)`` passes ``config.max_bad_share``."""
+    def _check_bad_share(self, bad: int, total: int | None, what: str) -> None:
+        """Stop when ``bad / total`` passes ``config.max_bad_share``."""
         share = self.config.max_bad_share
-        if share is None or good is None or bad <= share * (bad + good):
+        if share is None or not total or bad <= share * total:
             return
-        raise DataFormatError(f"{bad:,} of {bad + good:,} rows ({bad / (bad + good):.1%}) were {what}, more "
+        raise DataFormatError(f"{bad:,} of {total:,} rows ({bad / total:.1%}) were {what}, more "
                               f"than max_bad_share {share:.1%} (--max-bad-share) allows")
 
     def data_report(self) -> dict[str, Any]:
         """Every row the run could not use, by reason: ``dropped_while_reading`` (bad JSON, not
         UTF-8, empty text, a missing file name, a malformed value: rows the pair table never
         held), ``bad_images`` (images that did not decode or were missing or unsafe, each time
-        one was met: replaced by the next readable row in a pair table, passed over in a
+        one was drawn: replaced by the next readable row in a pair table, passed over in a
         stream) and ``held_out_unreadable`` (held-out pairs left out of the retrieval check)."""
         return {
             "rows": None if self.streaming else len(self.train_ds),
@@ -1140,8 +1144,8 @@ class Trainer:
             dist.all_gather_object(reasons, window["skip_reasons"])
         for part in reasons:
             self.skip_reasons.update(part)
-        self._check_bad_share(self.skipped_samples, self.step * self.global_batch,
-                              "bad images met in training (missing, unreadable or unsafe)")
+        drawn = self.step * self.global_batch + (self.skipped_samples if self.streaming else 0)
+        self._check_bad_share(self.skipped_samples, drawn, "bad images met in training (missing, unreadable or unsafe)")
         n_steps = max(1, window["images"] // self.global_batch)
         return {
             "step": self.step,

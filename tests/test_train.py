@@ -508,3 +508,28 @@ def test_resume_from_a_named_checkpoint(tmp_path, shared_tokenizer):
         Trainer(config, out_dir=tmp_path / "run", resume=second)
     with pytest.raises(ValueError, match=r"cannot resume from .*checkpoint-0000002: .*trainer_state.json"):
         resumed.load_checkpoint(second)  # named, never a bare JSONDecodeError
+
+
+def test_skip_bad_samples_counts_the_row_drawn_not_the_rows_crossed():
+    from align_lite.data.records import SkipLog
+    from align_lite.train import SkipBadSamples
+
+    class Rows:
+        """Ten rows; 2..7 have missing images, logged the way PairDataset logs them."""
+        log = SkipLog()
+
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            if 2 <= i <= 7:
+                self.log.skip("missing_file", f"row {i}")
+                return None
+            return {"image": i, "text": str(i)}
+
+    wrapped = SkipBadSamples(Rows())
+    assert wrapped[1] == {"image": 1, "text": "1", "skipped": 0, "skip_reasons": {}}
+    assert wrapped[3] == {"image": 8, "text": "8", "skipped": 1, "skip_reasons": {"missing_file": 1}}
+    assert wrapped[2]["skipped"] == 1 and Rows.log.counts["missing_file"] == 6  # each bad row read once
+    # over every row drawn once, the share replaced is the data's bad share
+    assert sum(wrapped[i]["skipped"] for i in range(10)) == 6

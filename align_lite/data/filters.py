@@ -686,6 +686,7 @@ class FilterReport:
     kept: int
     rules: list[RuleOutcome]
     by_group: GroupReport | None = None  # the same counts per value of a column (report_by)
+    bad_input_by_reason: dict[str, int] = field(default_factory=dict)  # the bad_input rule's rows, by reason
 
     @property
     def removed(self) -> int:
@@ -698,6 +699,7 @@ class FilterReport:
             "removed": {r.rule: r.removed for r in self.rules},
             "failed": {r.rule: r.failed for r in self.rules},
             "rules": [asdict(r) for r in self.rules],
+            "bad_input_by_reason": dict(sorted(self.bad_input_by_reason.items())),
         }
         if self.by_group is not None:
             out["by_group"] = self.by_group.to_dict()
@@ -845,7 +847,8 @@ def apply_filters(
         )
     kept = _filter_rows(table, first_failed < 0)
     rows_in = table.num_rows + (sum(skipped.values()) if skipped else 0)
-    result = FilterResult(kept, FilterReport(rows_in, kept.num_rows, outcomes), first_failed)
+    report = FilterReport(rows_in, kept.num_rows, outcomes, bad_input_by_reason=dict(skipped or {}))
+    result = FilterResult(kept, report, first_failed)
     if group_by is not None:
         result.report.by_group = report_by(table, result, group_by)
     return result

@@ -241,7 +241,7 @@ def write_webdataset(
                 raw = _read_checked(path, name, check_images and name not in verdicts)
             except BadImageError as err:
                 verdicts[name] = err.reason
-                log.skip(err.reason, f"row {i}: {err}")
+                log.skip(err.reason, f"row {i}: {err.detail}")
                 continue
             if verdicts.setdefault(name, None) is not None:  # the same bad image in another row
                 log.skip(verdicts[name], f"row {i}: {name} (seen before)")
