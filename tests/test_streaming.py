@@ -315,7 +315,7 @@ def test_cli_data_shards_writes_shards_and_reports_skips(folder, tmp_path, capsy
     assert main(["data", "shards", str(folder), "--out", str(out), "--max-count", "5", "--report", str(report)]) == 0
     printed = capsys.readouterr().out
     assert "wrote 3 shards" in printed and "corrupt_image: 1, empty_text: 1" in printed
-    assert "e.g. corrupt_image: row 8: corrupt_image: images/008.png" in printed
+    assert "e.g. corrupt_image: row 8: images/008.png" in printed
     assert json.loads(report.read_text())["skipped"]["counts"] == {"corrupt_image": 1, "empty_text": 1}
     written = shard_list(str(tmp_path / "cli" / "shard-*.tar"))
     assert len(written) == 3
