@@ -38,7 +38,8 @@ from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
 from align_lite.data.world import SHAPES, WorldConfig, WorldDataset, make_world_table
 from align_lite.evaluate import WORLD_CLASSNAMES, WORLD_EVAL_SEED, world_eval_set
 from align_lite.models import from_pretrained, get_preset, load_tokenizer, save_pretrained
-from align_lite.train import TrainConfig, retrieval_accuracy, train, world_transform_config
+from align_lite.retrieval import caption_match_top1
+from align_lite.train import TrainConfig, train, world_transform_config
 from align_lite.world_probes import count_prompts
 from align_lite.zero_shot import build_classifier, classifier_from_prompts, embed_images, topk_accuracy
 
@@ -99,7 +100,7 @@ class WorldEval:
         return torch.nonzero(self.labels >= 0).flatten()
 
 
-def evaluate(model: torch.nn.Module, tokenizer, data: WorldEval) -> dict[str, float]:
+def score_world(model: torch.nn.Module, tokenizer, data: WorldEval) -> dict[str, float]:
     """Scores in [0, 1]: zero-shot top-1/top-5 over :data:`CLASSNAMES` with the single prompt
     :data:`TEMPLATES`, and how often its top-1 class has the right colour and the right shape
     (chance 1/8 each); zero-shot top-1 with the :func:`number_prompts` ensemble
@@ -117,7 +118,7 @@ def evaluate(model: torch.nn.Module, tokenizer, data: WorldEval) -> dict[str, fl
            "shape_top1": (predicted % n_shapes == labels % n_shapes).float().mean().item(),
            "zero_shot_numbers_top1": topk_accuracy(numbers, labels, (1,))[1]}
     batch = {"image": data.pixels, "text": data.texts, **tokenizer(data.texts)}
-    retrieval = retrieval_accuracy(model, batch, next(model.parameters()).device)
+    retrieval = caption_match_top1(model, batch, next(model.parameters()).device)
     out.update(i2t_r1=retrieval["eval_i2t_top1"], t2i_r1=retrieval["eval_t2i_top1"])
     return out
 
@@ -133,7 +134,7 @@ class RunSummary:
 
     name: str
     config: dict[str, Any]
-    metrics: dict[str, float]  # final scores (see :func:`evaluate`)
+    metrics: dict[str, float]  # final scores (see :func:`score_world`)
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     temperatures: list[float] = field(default_factory=list)
@@ -176,7 +177,7 @@ def run_experiment(name: str, config: TrainConfig, data: Any, eval_data: WorldEv
     curve: list[dict[str, float]] = []
 
     def hook(model, step):
-        scores = evaluate(model, tokenizer, eval_data)
+        scores = score_world(model, tokenizer, eval_data)
         curve.append({"step": step, **scores})
         return scores
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -173,6 +174,38 @@ def retrieval_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, text
         for k in ks:
             recall[f"{direction}_r{k}"] = hits[:, :k].any(dim=1).float().mean().item()
     return recall
+
+
+@torch.no_grad()
+def caption_match_top1(model: torch.nn.Module, batch: dict[str, Any], device: torch.device | str = "cpu",
+                       chunk: int = 256) -> dict[str, float]:
+    """The trainer's held-out check: top-1 in-batch retrieval both ways, where a hit is a retrieved
+    item whose alt-text *equals* the query's (the generated world repeats captions, so an image
+    of "a red star" that finds another image's identical "a red star" is right).
+
+    Not :func:`retrieval_recall`'s Recall@1, which counts only the pair's own partner: on data
+    with repeated captions this score is the higher of the two. ``batch`` holds ``image``
+    (N, 3, S, S), ``input_ids`` / ``attention_mask`` (N, L) and ``text`` (N captions); ``model``
+    has ``encode_image`` / ``encode_text``. Returns ``{"eval_i2t_top1", "eval_t2i_top1",
+    "eval_pairs"}``."""
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    try:
+        images = torch.cat([model.encode_image(batch["image"][i:i + chunk].to(device))
+                            for i in range(0, len(batch["image"]), chunk)])
+        texts = torch.cat([model.encode_text(batch["input_ids"][i:i + chunk].to(device),
+                                             batch["attention_mask"][i:i + chunk].to(device))
+                           for i in range(0, len(batch["input_ids"]), chunk)])
+    finally:
+        model.train(was_training)
+    sims = images.float() @ texts.float().T  # (N, N)
+    caption = batch["text"]
+    ids = {t: i for i, t in enumerate(dict.fromkeys(caption))}
+    label = torch.tensor([ids[t] for t in caption], device=sims.device)
+    i2t = (label[sims.argmax(1)] == label).float().mean().item()
+    t2i = (label[sims.argmax(0)] == label).float().mean().item()
+    return {"eval_i2t_top1": i2t, "eval_t2i_top1": t2i, "eval_pairs": float(len(caption))}
 
 
 def compose_query(image_embed: torch.Tensor, text_embed: torch.Tensor, text_weight: float = 2.0,

@@ -12,7 +12,7 @@ excluded from the training clock. Writes ``quality_per_minute.md`` and ``.json``
 ``book/appendix/generated/`` (``quality_per_minute_480s.*`` for a budget other than 120 s).
 Target (issue 4): top-1 >= 95 % within 120 s on 2 cores.
 
-Zero-shot top-1 is scored two ways (:func:`align_lite.experiments.evaluate`): with the single
+Zero-shot top-1 is scored two ways (:func:`align_lite.experiments.score_world`): with the single
 prompt "a photo of a {}" (one object), and with the ensemble of
 :func:`~align_lite.experiments.number_prompts` ("a photo of a red star", "… two red stars", … four),
 the class in each number a held-out scene can show (1 to 4 objects, three quarters of them
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
 from align_lite.data.world import WorldConfig
 from align_lite.evaluate import world_eval_set
-from align_lite.experiments import CLASSNAMES, EVAL_SEED, WorldEval, evaluate, number_prompts, world_rows
+from align_lite.experiments import CLASSNAMES, EVAL_SEED, WorldEval, number_prompts, score_world, world_rows
 from align_lite.train import TrainConfig, Trainer
 from align_lite.zero_shot import embed_images, embed_texts
 from report import OUT_DIR, write_report  # benchmarks/report.py
@@ -64,7 +64,7 @@ def diagnose(model: torch.nn.Module, tokenizer, eval_data: WorldEval, objects: t
     images = embed_images(model, eval_data.pixels[keep]).cpu()  # (M, D)
     prompts = torch.stack([F.normalize(embed_texts(model, tokenizer, number_prompts(c)), dim=-1).cpu()
                            for c in CLASSNAMES])  # (64, 4, D): "a …", "two …", "three …", "four …"
-    ensemble = images @ F.normalize(prompts.mean(1), dim=-1).T  # (M, 64), as evaluate() scores it
+    ensemble = images @ F.normalize(prompts.mean(1), dim=-1).T  # (M, 64), as score_world() scores it
     true_number = torch.einsum("md,cmd->mc", images, prompts[:, (objects - 1).clamp(0, prompts.shape[1] - 1)])
     probe = probe_predictions(embed_images(model, probe_train[0]).cpu(), probe_train[1] % N_SHAPES, images)  # (M,)
     out = {}
@@ -95,7 +95,7 @@ def run(seconds: float, checkpoints: int, config: TrainConfig, probe_scenes: int
             trainer.train_step([next(batches)])
         trained += time.perf_counter() - start
         marks.pop(0)
-        scores = evaluate(trainer.model, tokenizer, eval_data)
+        scores = score_world(trainer.model, tokenizer, eval_data)
         trainer.model.train()
         points.append({"seconds": round(trained, 1), "step": trainer.step, "temperature": trainer.model.temperature.item(),
                        **{k: round(v, 4) for k, v in scores.items()}})

@@ -34,7 +34,7 @@ from torch import nn
 
 from align_lite.evaluate import WORLD_CLASSNAMES, world_eval_set
 from align_lite.data.world import WorldConfig
-from align_lite.experiments import BOOK_MODEL, EVAL_SEED, TEMPLATES, WorldEval, evaluate, trained_model, world_rows
+from align_lite.experiments import BOOK_MODEL, EVAL_SEED, TEMPLATES, WorldEval, score_world, trained_model, world_rows
 from align_lite.models import get_preset
 from align_lite.models.image_tower import ImageTower
 from align_lite.train import TrainConfig, train
@@ -140,7 +140,7 @@ def contrastive_variant(eval_data: WorldEval, **changes) -> dict:
     """The book's contrastive run with ``changes`` to its ``TrainConfig`` (e.g. shuffled batches,
     a larger world), trained afresh and scored on ``eval_data``."""
     model, tokenizer, record = trained_model(replace(BOOK_MODEL, **changes), cache=False)
-    return {"steps": record["steps"][-1], **evaluate(model, tokenizer, eval_data)}
+    return {"steps": record["steps"][-1], **score_world(model, tokenizer, eval_data)}
 
 
 class CutCaptions(torch.utils.data.Dataset):
@@ -164,7 +164,7 @@ class CutCaptions(torch.utils.data.Dataset):
 def contrastive_cut_captions(eval_data: WorldEval) -> dict:
     """The book's contrastive run with captions cut to "colour shape": the other features gone."""
     result = train(BOOK_MODEL, CutCaptions(BOOK_MODEL))
-    return {"steps": result.step, **evaluate(result.model, result.tokenizer, eval_data)}
+    return {"steps": result.step, **score_world(result.model, result.tokenizer, eval_data)}
 
 
 def to_markdown(summary: dict) -> str:
@@ -223,7 +223,7 @@ def main() -> None:
     summary = {"benchmark": "shape_learning", "steps": args.steps, "threads": args.threads, "cpu": cpu_name(),
                "torch": torch.__version__, "held_out_scenes": len(held_out[1]), "supervised": runs,
                "contrastive": contrastive_diagnosis(model, tokenizer, worlds[4_096], held_out_pixels, held_out_classes),
-               "contrastive_book_model": {"steps": record["steps"][-1], **evaluate(model, tokenizer, eval_data)},
+               "contrastive_book_model": {"steps": record["steps"][-1], **score_world(model, tokenizer, eval_data)},
                "contrastive_shuffled": contrastive_variant(eval_data, hard_negative_share=(), hard_negative_vary=None),
                "contrastive_bigger_world": {"world_rows": 32_768, **contrastive_variant(eval_data, world_n=32_768)},
                "contrastive_cut_captions": contrastive_cut_captions(eval_data)}

@@ -9,7 +9,7 @@ pooling in the text tower (the paper: [CLS]), the image tower at 5x the learning
 dropout (BERT's: 0.1), the temperature started at 0.1 (the paper: 1.0) and learnt 20x faster
 (Chapter 4's temperature ablation covers the rate, and its learnable run starts at 1.0). Each run has the
 same world (4,096 clean rows), tokenizer, seed and ``--steps`` steps of batch 64, and is scored on
-the 512-image held-out world (:func:`align_lite.experiments.evaluate`). Writes ``tiny_recipe.md``
+the 512-image held-out world (:func:`align_lite.experiments.score_world`). Writes ``tiny_recipe.md``
 and ``.json`` under ``book/appendix/generated/``.
 """
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-throughput = pytest.importorskip("throughput")
+import throughput  # noqa: E402  (benchmarks/, on the path above)
 
 
 def test_throughput_measures_every_phase_and_counts_flops():
@@ -28,7 +28,7 @@ def test_throughput_measures_every_phase_and_counts_flops():
 
 
 def test_shape_learning_probe_and_supervised_run_at_toy_size():
-    shape_learning = pytest.importorskip("shape_learning")
+    import shape_learning
     import torch
 
     torch.manual_seed(0)
@@ -49,7 +49,7 @@ def test_shape_learning_probe_and_supervised_run_at_toy_size():
 
 
 def test_shape_learning_cut_captions_keep_only_colour_and_shape_words():
-    shape_learning = pytest.importorskip("shape_learning")
+    import shape_learning
     from align_lite.data.world import COLOR_NAMES, SHAPES
     from align_lite.train import TrainConfig
 
@@ -63,7 +63,7 @@ def test_shape_learning_cut_captions_keep_only_colour_and_shape_words():
 
 
 def test_tiny_recipe_undoes_one_departure_per_run_at_toy_size():
-    tiny_recipe = pytest.importorskip("tiny_recipe")
+    import tiny_recipe
     from align_lite import experiments as ex
     from align_lite.train import TrainConfig
 
@@ -79,7 +79,7 @@ def test_tiny_recipe_undoes_one_departure_per_run_at_toy_size():
 
 
 def test_quality_per_minute_scores_both_prompt_sets_and_judges_the_target():
-    quality = pytest.importorskip("quality_per_minute")
+    import quality_per_minute as quality
     from align_lite.train import TrainConfig
 
     config = TrainConfig.cpu_tiny(world_n=64, batch_size=8, max_steps=3, warmup_steps=1, eval_size=0, eval_every=0,
@@ -89,7 +89,7 @@ def test_quality_per_minute_scores_both_prompt_sets_and_judges_the_target():
     assert result["eval_images"] == 512 and 0 < result["eval_classified"] < 512  # the held-out world, drawn once
     table = quality.markdown(result, threads=1)
     assert "number prompts: **not met**" in table and "single prompt: **not met**" in table  # 3 steps are far from 95 %
-    # the diagnosis scores the final model the way evaluate() does, split by the number of objects
+    # the diagnosis scores the final model the way score_world() does, split by the number of objects
     diagnosis, by_objects = result["diagnosis"], result["eval_by_objects"]
     assert diagnosis["numbers"] == pytest.approx(result["points"][-1]["zero_shot_numbers_top1"], abs=1e-4)
     assert sorted(by_objects) == ["1", "2", "3", "4"] and sum(by_objects.values()) == result["eval_classified"]
@@ -109,7 +109,7 @@ def test_quality_per_minute_scores_both_prompt_sets_and_judges_the_target():
 
 
 def test_book_model_trains_the_book_recipe_and_records_its_curve():
-    book_model = pytest.importorskip("book_model")
+    import book_model
     from align_lite.emoji_experiments import EMOJI_BOOK_MODEL
 
     record, model, tokenizer = book_model.run(steps=24, checkpoints=2)  # the recipe warms up for 20

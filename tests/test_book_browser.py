@@ -21,6 +21,8 @@ import pytest
 import book_check  # tests/book_check.py
 from book_check import REPO, PageReport, colab_url, toc_pages
 
+pytestmark = pytest.mark.slow  # builds the book and opens every page in Chromium
+
 BUILD = REPO / "_build"
 SCREENSHOTS = BUILD / "screenshots"
 

@@ -7,7 +7,7 @@ import pytest
 
 from align_lite.data.dedup import (
     PAPER_NEAR_DUPLICATE_COSINE,
-    EvalSet,
+    ProtectedImages,
     eval_duplicate_mask,
     exact_duplicate_mask,
     max_cosine,
@@ -42,31 +42,31 @@ def test_paper_threshold():
 
 
 def test_exact_mask_by_hash():
-    eval_set = EvalSet.from_parts(["aa", "bb"], np.eye(2))
+    eval_set = ProtectedImages.from_parts(["aa", "bb"], np.eye(2))
     mask = exact_duplicate_mask(["bb", "cc", "aa", "AA", "", "bb"], eval_set)
     assert mask.dtype == bool
     assert mask.tolist() == [True, False, True, False, False, True]
 
 
 def test_exact_mask_accepts_a_generator_and_empty_input():
-    eval_set = EvalSet.from_parts(iter(["h1"]), np.eye(2))
+    eval_set = ProtectedImages.from_parts(iter(["h1"]), np.eye(2))
     assert eval_set.hashes == frozenset({"h1"})
     assert exact_duplicate_mask((h for h in ["h0", "h1"]), eval_set).tolist() == [False, True]
     empty = exact_duplicate_mask([], eval_set)
     assert empty.shape == (0,) and empty.dtype == bool
 
 
-# ------------------------------------------------------------------------------- EvalSet / normalize
+# ------------------------------------------------------------------------------- ProtectedImages / normalize
 
 
 def test_eval_set_normalises_and_checks_shape():
-    eval_set = EvalSet.from_parts([], np.array([[3.0, 4.0], [0.0, 0.0]]))
+    eval_set = ProtectedImages.from_parts([], np.array([[3.0, 4.0], [0.0, 0.0]]))
     assert eval_set.embeddings.dtype == np.float32
     np.testing.assert_allclose(eval_set.embeddings, [[0.6, 0.8], [0.0, 0.0]], atol=1e-7)
     with pytest.raises(ValueError, match=r"\(M, D\)"):
-        EvalSet.from_parts([], np.ones(5))
+        ProtectedImages.from_parts([], np.ones(5))
     with pytest.raises(ValueError):
-        EvalSet.from_parts([], np.ones((2, 3, 4)))
+        ProtectedImages.from_parts([], np.ones((2, 3, 4)))
 
 
 def test_normalize_rows_keeps_zero_rows_zero():
@@ -112,7 +112,7 @@ def test_max_cosine_with_empty_eval_set_is_minus_inf():
 def test_max_cosine_dim_mismatch():
     with pytest.raises(ValueError, match="dims differ"):
         max_cosine(np.ones((3, 4)), np.ones((2, 5)))
-    eval_set = EvalSet.from_parts([], np.ones((2, 5)))
+    eval_set = ProtectedImages.from_parts([], np.ones((2, 5)))
     with pytest.raises(ValueError, match="dims differ"):
         near_duplicate_mask(np.ones((3, 4)), eval_set)
 
@@ -124,7 +124,7 @@ def test_near_duplicate_threshold_boundary():
     rng = np.random.default_rng(0)
     d = 48
     anchors = rng.normal(size=(3, d))
-    eval_set = EvalSet.from_parts([], anchors)
+    eval_set = ProtectedImages.from_parts([], anchors)
     cosines = [0.99, 0.976, 0.9755, 0.9745, 0.974, 0.5]
     rows = np.stack([with_cosine(anchors[i % 3], c, rng) * rng.uniform(0.5, 3) for i, c in enumerate(cosines)])
     # the construction really has those cosines with its anchor (and no closer eval image)
@@ -135,7 +135,7 @@ def test_near_duplicate_threshold_boundary():
 
 
 def test_near_duplicate_threshold_is_strict_and_configurable():
-    eval_set = EvalSet.from_parts([], np.array([[1.0, 0.0]]))
+    eval_set = ProtectedImages.from_parts([], np.array([[1.0, 0.0]]))
     x = np.array([[1.0, 0.0], [0.8, 0.6]])  # cosines 1.0 and 0.8
     assert near_duplicate_mask(x, eval_set, threshold=0.8 - 1e-4).tolist() == [True, True]
     assert near_duplicate_mask(x, eval_set, threshold=0.8 + 1e-4).tolist() == [True, False]
@@ -143,7 +143,7 @@ def test_near_duplicate_threshold_is_strict_and_configurable():
 
 
 def test_zero_embedding_is_never_a_near_duplicate():
-    eval_set = EvalSet.from_parts([], np.array([[1.0, 0.0], [0.0, 1.0]]))
+    eval_set = ProtectedImages.from_parts([], np.array([[1.0, 0.0], [0.0, 1.0]]))
     assert near_duplicate_mask(np.zeros((2, 2)), eval_set).tolist() == [False, False]
 
 
@@ -153,7 +153,7 @@ def test_zero_embedding_is_never_a_near_duplicate():
 def test_eval_duplicate_mask_is_the_or_of_both():
     rng = np.random.default_rng(3)
     anchors = rng.normal(size=(2, 16))
-    eval_set = EvalSet.from_parts(["h-eval-0", "h-eval-1"], anchors)
+    eval_set = ProtectedImages.from_parts(["h-eval-0", "h-eval-1"], anchors)
     far = rng.normal(size=16)
     far = far - (far @ anchors[0]) * anchors[0] / (anchors[0] @ anchors[0])
     embeddings = np.stack([
@@ -175,6 +175,6 @@ def test_eval_duplicate_mask_is_the_or_of_both():
 
 
 def test_eval_duplicate_mask_length_mismatch_is_an_error():
-    eval_set = EvalSet.from_parts(["h"], np.eye(3))
+    eval_set = ProtectedImages.from_parts(["h"], np.eye(3))
     with pytest.raises(ValueError):
         eval_duplicate_mask(["h"], np.eye(3)[[0, 1, 2, 0]], eval_set)  # 1 hash, 4 embeddings

@@ -87,7 +87,6 @@ def test_cli_eval_prints_json_and_rejects_bad_input(tmp_path, capsys):
 
 
 def test_cli_index_then_search_finds_rows(tmp_path, capsys):
-    pytest.importorskip("pymilvus")
     write_folder(tmp_path / "pairs", ROWS)
     run = tmp_path / "run"
     train(TrainConfig(model="tiny", batch_size=4, warmup_steps=1, max_steps=1, text_length=16, world_n=16,
@@ -130,7 +129,6 @@ def test_emoji_eval_set_has_several_captions_and_classes(level):
 
 
 def test_cli_index_is_idempotent_and_search_finds_the_recorded_collection(tmp_path, capsys):
-    pytest.importorskip("pymilvus")
     write_folder(tmp_path / "pairs", ROWS)
     run, other = tmp_path / "run", tmp_path / "other"
     for folder, seed in ((run, 0), (other, 1)):

@@ -30,7 +30,7 @@ def test_eval_set_classifies_only_one_kind_scenes(eval_data):
     table = make_world_table(WorldConfig.clean(n=48, seed=ex.EVAL_SEED))
     relation = table["relation"].to_pylist()
     labels = table["label"].to_pylist()
-    expected = [ex.CLASSNAMES.index(l) if r is None else -1 for l, r in zip(labels, relation)]
+    expected = [ex.CLASSNAMES.index(label) if r is None else -1 for label, r in zip(labels, relation)]
     assert eval_data.labels.tolist() == expected
     assert eval_data.pixels.shape == (48, 3, 64, 64)
     assert eval_data.pixels.min() >= -1 and eval_data.pixels.max() <= 1

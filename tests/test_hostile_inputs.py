@@ -10,7 +10,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-hostile = pytest.importorskip("hostile_inputs")
+import hostile_inputs as hostile  # noqa: E402  (benchmarks/, on the path above)
+
+pytestmark = pytest.mark.slow  # fresh processes and a SIGKILLed run: about 90 s
 
 
 @pytest.fixture(scope="module")

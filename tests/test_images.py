@@ -481,8 +481,8 @@ def test_crop_to_pixels_random_crops_are_windows_of_the_image():
     seen = set()
     for _ in range(30):
         out = CropToPixels(config, train=True)(tensor)
-        matches = [(t, l) for t in range(5) for l in range(5)
-                   if torch.allclose(out, full[:, t:t + 8, l:l + 8])]
+        matches = [(top, left) for top in range(5) for left in range(5)
+                   if torch.allclose(out, full[:, top:top + 8, left:left + 8])]
         assert len(matches) >= 1
         seen.add(matches[0])
     assert len(seen) > 5  # offsets vary

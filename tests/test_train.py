@@ -374,7 +374,7 @@ def test_cli_train_bad_data_path_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_module_entry_point_runs_the_cli(tmp_path, capsys):
-    from align_lite.train import main as train_main
+    from align_lite.train.__main__ import main as train_main
 
     args = ["--out", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "8", "--world-n", "64",
             "--text-length", "16", "--eval-size", "0", "--no-tensorboard"]

@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 from align_lite.models import from_pretrained, load_tokenizer
 from align_lite.train import TrainConfig, train
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs gloo")
+pytestmark = [pytest.mark.slow,  # torchrun and process groups
+              pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs gloo")]
 
 CONFIG = dict(model="tiny", batch_size=8, warmup_steps=1, max_steps=3, text_length=16, world_n=64,
               vocab_size=500, eval_size=0, log_every=1, tensorboard=False, text_dropout=0.0,

@@ -67,6 +67,7 @@ def test_cli_trains_on_a_brace_pattern(shards, tmp_path, capsys):
     assert (tmp_path / "cli" / "final" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # torchrun
 def test_two_processes_stream_different_shards_through_torchrun(shards, tmp_path):
     import os
     import subprocess

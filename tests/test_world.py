@@ -443,7 +443,7 @@ def test_write_world_round_trip(tmp_path, monkeypatch):
     read, _ = records.read_pairs(out)
     assert read.num_rows == 60
 
-    datasets = pytest.importorskip("datasets")
+    import datasets
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from align_lite.data.dedup import PAPER_NEAR_DUPLICATE_COSINE, EvalSet, eval_duplicate_mask
+from align_lite.data.dedup import PAPER_NEAR_DUPLICATE_COSINE, ProtectedImages, eval_duplicate_mask
 from align_lite.data.filters import FilterConfig, FilterReport, apply_filters
 from align_lite.data.images import BadImageError, ImageFacts, probe_image, thumbnail_embedding
 from align_lite.data.records import (DataFormatError, SkipLog, fresh_output, read_pairs, resolve_inside,
@@ -63,7 +63,10 @@ def probe_images(
     inside = {name: resolve_inside(root, name) for name in unique}
     safe = [name for name in unique if inside[name] is not None]
     decoded = dict(zip(safe, decode_images([inside[name] for name in safe], embed, workers, "decode images")))
-    outside = lambda name: (None, None, ("unsafe_file_name", f"{name!r} leads outside the data set"))
+
+    def outside(name: str) -> Decoded:
+        return None, None, ("unsafe_file_name", f"{name!r} leads outside the data set")
+
     results = {name: decoded[name] if name in decoded else outside(name) for name in unique}
     keep = np.zeros(len(names), dtype=bool)
     for i, name in enumerate(names):
@@ -90,7 +93,7 @@ def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.append_column(name, values)
 
 
-def load_eval_set(path: str | Path, workers: int = 2, log: SkipLog | None = None) -> EvalSet:
+def load_protected_images(path: str | Path, workers: int = 2, log: SkipLog | None = None) -> ProtectedImages:
     """Hashes and thumbnail embeddings of an eval set: a pair folder, or any folder of images.
 
     Eval images that cannot be decoded are counted in ``log`` (they cannot be protected)."""
@@ -122,7 +125,7 @@ def load_eval_set(path: str | Path, workers: int = 2, log: SkipLog | None = None
             probed.append((facts.sha256, embedding))
     if not probed:
         raise DataFormatError(f"{path}: none of the {len(files)} eval images could be decoded")
-    return EvalSet.from_parts([h for h, _ in probed], np.stack([e for _, e in probed]))
+    return ProtectedImages.from_parts([h for h, _ in probed], np.stack([e for _, e in probed]))
 
 
 @dataclass
@@ -136,7 +139,7 @@ def curate(
     source: str | Path,
     out_dir: str | Path,
     config: FilterConfig = FilterConfig(),
-    eval_set: EvalSet | None = None,
+    eval_set: ProtectedImages | None = None,
     near_duplicate_cosine: float = PAPER_NEAR_DUPLICATE_COSINE,
     workers: int = 2,
     overwrite: bool = False,

@@ -24,14 +24,14 @@ PAPER_NEAR_DUPLICATE_COSINE = 0.975
 
 
 @dataclass(frozen=True)
-class EvalSet:
+class ProtectedImages:
     """The images to protect: their content hashes and (M, D) L2-normalised embeddings."""
 
     hashes: frozenset[str]
     embeddings: np.ndarray
 
     @classmethod
-    def from_parts(cls, hashes: Iterable[str], embeddings: np.ndarray) -> EvalSet:
+    def from_parts(cls, hashes: Iterable[str], embeddings: np.ndarray) -> ProtectedImages:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2:
             raise ValueError(f"eval embeddings must be (M, D), got shape {embeddings.shape}")
@@ -44,7 +44,7 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1)
 
 
-def exact_duplicate_mask(hashes: Iterable[str], eval_set: EvalSet) -> np.ndarray:
+def exact_duplicate_mask(hashes: Iterable[str], eval_set: ProtectedImages) -> np.ndarray:
     """(N,) bool: the image's content hash is one of the eval set's."""
     return np.array([h in eval_set.hashes for h in hashes], dtype=bool)
 
@@ -68,7 +68,7 @@ def max_cosine(embeddings: np.ndarray, eval_embeddings: np.ndarray, block: int =
 
 
 def near_duplicate_mask(
-    embeddings: np.ndarray, eval_set: EvalSet, threshold: float = PAPER_NEAR_DUPLICATE_COSINE
+    embeddings: np.ndarray, eval_set: ProtectedImages, threshold: float = PAPER_NEAR_DUPLICATE_COSINE
 ) -> np.ndarray:
     """(N,) bool: cosine similarity to some eval image > ``threshold``."""
     return max_cosine(embeddings, eval_set.embeddings) > threshold
@@ -77,7 +77,7 @@ def near_duplicate_mask(
 def eval_duplicate_mask(
     hashes: Iterable[str],
     embeddings: np.ndarray,
-    eval_set: EvalSet,
+    eval_set: ProtectedImages,
     threshold: float = PAPER_NEAR_DUPLICATE_COSINE,
 ) -> np.ndarray:
     """(N,) bool: exact or near duplicate of an eval image."""

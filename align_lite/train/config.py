@@ -1,0 +1,207 @@
+"""The settings of a training run: :class:`TrainConfig` and its presets (Chapter 4).
+
+One frozen dataclass holds every choice of a run besides its data; :meth:`TrainConfig.cpu_tiny`
+(the book's CPU run), :meth:`~TrainConfig.gpu_small` and :meth:`~TrainConfig.paper` (ALIGN's
+recipe) are presets, and the TOML recipes of :mod:`align_lite.recipes` are files of its fields.
+Fields whose metadata says ``resume`` fix the model's shape or the data's order: a resumed run
+must share them with its checkpoint (:func:`resume_fields`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from align_lite.loss import LossConfig
+from align_lite.models.text_tower import POOLINGS
+from align_lite.optim import OPTIMIZERS, SCHEDULES
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RESUME = {"resume": True}  # field metadata: a resumed run must keep this value
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs besides its data. Presets: :meth:`cpu_tiny` (the book's
+    default), :meth:`gpu_small`, :meth:`paper` (the paper's recipe, for reference and scaling).
+
+    Batch sizes are per process: ``batch_size`` pairs per micro-batch, ``accum_steps``
+    micro-batches per optimizer step, so a step sees ``batch_size * accum_steps * processes``
+    pairs, all of them negatives of one another.
+    """
+
+    model: str = field(default="tiny", metadata=RESUME)  # a model preset (align_lite.models.list_presets())
+    batch_size: int = field(default=64, metadata=RESUME)
+    accum_steps: int = field(default=1, metadata=RESUME)
+    lr: float = 1e-3  # the paper's peak learning rate
+    warmup_steps: int = 20
+    max_steps: int = 200
+    schedule_steps: int | None = None  # length of the lr schedule; None: max_steps
+    max_seconds: float | None = None  # stop early after this much training time
+    weight_decay: float = 1e-5  # the paper's
+    optimizer: str = "adamw"  # "adamw" or "lamb" (the paper's)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    schedule: str = "linear"  # "linear" (the paper's), "cosine", "constant"
+    precision: str = "auto"  # "auto": bf16 (else fp16) on CUDA, fp32 on CPU
+    grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
+    seed: int = field(default=0, metadata=RESUME)
+    temperature: float = 1.0  # initial value if learnable (paper: 1.0), else the fixed value
+    learnable_temperature: bool = True
+    temperature_lr_scale: float = 1.0  # the temperature's lr = lr x this (see align_lite.optim)
+    image_lr_scale: float = 1.0  # the image tower's lr = lr x this (see align_lite.optim)
+    label_smoothing: float = 0.1  # the paper's
+    loss_reduction: str = "sum"  # the paper's L_i2t + L_t2i
+    text_length: int = field(default=64, metadata=RESUME)  # tokens per alt-text (paper: 64)
+    vocab_size: int = field(default=8_000, metadata=RESUME)  # wordpieces learnt from the training texts (paper: 100 k)
+    augment: bool = True  # random crop of pair-folder images (never a flip: captions say left/right; the world is never cropped)
+    text_dropout: float | None = None  # override the preset's BERT dropout
+    text_pooling: str | None = None  # override the preset's text pooling ("cls" or "mean")
+    stochastic_depth: float | None = None  # override the preset's EfficientNet drop-path rate
+    world_n: int = field(default=4096, metadata=RESUME)  # rows of the generated world (when training on it)
+    world_seed: int = field(default=0, metadata=RESUME)
+    world_noisy: bool = field(default=False, metadata=RESUME)  # the noisy world (as scraped) instead of the clean one
+    # Hard-negative batches (align_lite.data.hard_negatives): the data's table columns that each
+    # run of rows in a batch shares, and the column whose values differ within a run.
+    # () and None: plainly shuffled batches, as in the paper.
+    hard_negative_share: tuple[str, ...] = field(default=(), metadata=RESUME)
+    hard_negative_vary: str | None = field(default=None, metadata=RESUME)
+    eval_size: int = field(default=0, metadata=RESUME)  # held-out pairs for the built-in retrieval check (0: none)
+    eval_every: int = 0  # run the eval hooks every N steps (0: only at the end)
+    log_every: int = 10
+    ckpt_every: int = 0  # checkpoint every N steps (0: only at the end)
+    keep_checkpoints: int | None = None  # keep the newest N checkpoints (None: all)
+    num_workers: int = 0
+    gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = True  # NHWC images and convolutions (~1.8x faster EfficientNet on CPU too)
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    tensorboard: bool = True  # write TensorBoard events when the package is installed
+    # Stop with a DataFormatError when more than this share of the rows is bad: rows dropped
+    # while reading the pair table, or images that had to be replaced (None: never stop).
+    max_bad_share: float | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("batch_size", "accum_steps", "max_steps", "text_length", "vocab_size", "world_n", "log_every")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "eval_size", "eval_every", "ckpt_every", "num_workers", "seed", "world_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.schedule_steps is not None and self.schedule_steps < 1:
+            raise ValueError(f"TrainConfig.schedule_steps must be >= 1 or None, got {self.schedule_steps}")
+        if self.warmup_steps > self.total_schedule_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds the schedule ({self.total_schedule_steps} steps)")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"TrainConfig.max_seconds must be > 0 or None, got {self.max_seconds}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.text_pooling is not None and self.text_pooling not in POOLINGS:
+            raise ValueError(f"TrainConfig.text_pooling must be None or one of {POOLINGS}, got {self.text_pooling!r}")
+        if self.temperature <= 0 or self.temperature_lr_scale <= 0 or self.image_lr_scale <= 0:
+            raise ValueError(f"TrainConfig.temperature, temperature_lr_scale and image_lr_scale must be > 0, got "
+                             f"{self.temperature}, {self.temperature_lr_scale}, {self.image_lr_scale}")
+        if bool(self.hard_negative_share) != (self.hard_negative_vary is not None):
+            raise ValueError("TrainConfig.hard_negative_share and hard_negative_vary go together (both set, or "
+                             f"() and None), got {self.hard_negative_share!r} and {self.hard_negative_vary!r}")
+        if not isinstance(self.hard_negative_share, tuple) or self.hard_negative_vary in self.hard_negative_share:
+            raise ValueError("TrainConfig.hard_negative_share must be a tuple of column names without "
+                             f"hard_negative_vary, got {self.hard_negative_share!r}")
+        if self.max_bad_share is not None and not 0 <= self.max_bad_share < 1:
+            raise ValueError(f"TrainConfig.max_bad_share must be in [0, 1) or None, got {self.max_bad_share}")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ValueError(f"TrainConfig.keep_checkpoints must be >= 1 or None, got {self.keep_checkpoints}")
+        LossConfig(label_smoothing=self.label_smoothing, reduction=self.loss_reduction)  # validates
+
+    @property
+    def total_schedule_steps(self) -> int:
+        return self.schedule_steps if self.schedule_steps is not None else self.max_steps
+
+    @classmethod
+    def cpu_tiny(cls, **overrides) -> TrainConfig:
+        """The book's CPU run: the ``tiny`` preset on the clean world, AdamW at the paper's peak
+        learning rate 1e-3, 32-token texts (the world's alt-texts need ~16), a held-out batch of
+        256 checked every 50 steps.
+
+        Five departures from the paper, because the run is hundreds of steps of 64 pairs, not
+        1.2 M steps of 16,384 (the sixth, mean pooling in the text tower, belongs to the ``tiny``
+        preset itself, see :mod:`align_lite.models.presets`):
+
+        * hard-negative batches (:mod:`align_lite.data.hard_negatives`): each batch is made of runs
+          of rows with the same colour and number of objects and different shapes, so that within
+          a run only the shape tells the pairs apart. A shuffled batch of 64 holds about two such
+          near misses per pair (a shuffled batch of ALIGN's 16,384 would hold hundreds), a composed
+          one about eight. This needs the world's ``color``/``count``/``shape`` columns: on other data, set
+          ``hard_negative_share=()`` and ``hard_negative_vary=None`` (the CLI does so for
+          ``--data``);
+        * the temperature starts at 0.1, not 1.0, and learns 20x faster (``temperature_lr_scale``;
+          Adam moves log σ by about one learning rate a step, so at 1e-3 it would take
+          ln 10 / 1e-3 ≈ 2,300 steps to get from 1.0 to 0.1, see :mod:`align_lite.optim`). Even at
+          20x, a start at 1.0 spends the first ~100 steps on soft logits (σ > 0.3) that teach little;
+          every run here ends near σ ≈ 0.1 anyway;
+        * the image tower learns 5x faster (``image_lr_scale``): the ``tiny`` tower learns shape
+          from labels in a few hundred steps at 3e-3 and far slower at 1e-3
+          (``benchmarks/shape_learning.py``); with hard-negative batches 5e-3 is faster still,
+          while the text tower does worse at 3e-3;
+        * no dropout in the text tower (``text_dropout=0``): in a run this short it only slows
+          the text tower down.
+
+        What each is worth (the recipe with one departure undone at a time) is
+        ``benchmarks/tiny_recipe.py``'s table; the temperature's also shows in the recorded
+        temperature ablation (``benchmarks/chapter4_experiments.py``, which starts its learnable
+        run at the paper's 1.0); both are in the book's appendix."""
+        base = dict(model="tiny", batch_size=64, lr=1e-3, warmup_steps=20, max_steps=200, text_length=32,
+                    temperature=0.1, temperature_lr_scale=20.0, image_lr_scale=5.0, text_dropout=0.0, eval_size=256,
+                    eval_every=50, log_every=10, hard_negative_share=("color", "count"), hard_negative_vary="shape")
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def gpu_small(cls, **overrides) -> TrainConfig:
+        """One GPU, minutes: ``tiny-wide`` on a 100 k-row world, bf16, 4 data workers."""
+        base = dict(model="tiny-wide", batch_size=512, lr=1e-3, warmup_steps=200, max_steps=3000,
+                    text_length=32, world_n=100_000, eval_size=1024, eval_every=500, log_every=50,
+                    ckpt_every=1000, keep_checkpoints=2, num_workers=4)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def paper(cls, processes: int = 1024, **overrides) -> TrainConfig:
+        """ALIGN's recipe: EfficientNet-L2 + BERT-large, LAMB, lr 1e-3 warmed up over 10 k steps
+        and decayed linearly to 0 at 1.2 M steps, weight decay 1e-5, batch 16 384 (16 per core on
+        1024 TPUv3 cores, here ``16384 // processes`` per process), 64 tokens, 100 k wordpieces."""
+        base = dict(model="l2-large", batch_size=16_384 // processes, optimizer="lamb", lr=1e-3,
+                    warmup_steps=10_000, max_steps=1_200_000, text_length=64, vocab_size=100_000,
+                    precision="bf16", log_every=100, ckpt_every=10_000, keep_checkpoints=3)
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown keys {unknown}")
+        data = dict(data)
+        for name in ("betas", "hard_negative_share"):
+            if name in data:
+                data[name] = tuple(data[name])
+        return cls(**data)
+
+
+def resume_fields() -> tuple[str, ...]:
+    """The :class:`TrainConfig` fields a resumed run must share with its checkpoint."""
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("resume"))
+
+
+__all__ = ["PRECISIONS", "TrainConfig", "resume_fields"]
