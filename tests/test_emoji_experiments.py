@@ -51,7 +51,7 @@ def test_filtered_training_pairs_obey_the_text_rules(corpus):
     everything = ee.train_pairs(corpus, split, ["en"])
     kept = ee.train_pairs(corpus, split, ["en"], filters=FilterConfig())
     assert 0 < kept.num_rows < everything.num_rows
-    from align_lite.data.filters import unigrams
+    from align_lite.data.unigrams import unigrams
 
     lengths = [len(unigrams(t)) for t in kept["text"].to_pylist()]
     assert min(lengths) >= 3 and max(lengths) <= 20  # the paper's length rule, image rules off

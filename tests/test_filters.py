@@ -9,15 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from align_lite.data.filters import (
-    RULES,
-    FilterConfig,
-    apply_filters,
-    filter_masks,
-    normalized_texts,
-    reference_filter_masks,
-    text_bytes,
-)
+from align_lite.data.filters import RULES, FilterConfig, apply_filters, filter_masks, reference_filter_masks
+from align_lite.data.unigrams import normalized_texts, text_bytes
 
 CLEAN_TEXT = "a red circle on grey"  # 5 unigrams
 
@@ -227,7 +220,7 @@ def test_generated_world_against_reference():
 # ------------------------------------------------------------------- fast paths of the text work
 
 def python_words(texts: list) -> list[list[str]]:
-    from align_lite.data.filters import WORD_PATTERN
+    from align_lite.data.unigrams import WORD_PATTERN
 
     return [WORD_PATTERN.findall((t or "").lower()) for t in texts]
 
@@ -271,7 +264,7 @@ def test_unicode_texts_take_the_utf8_path():
 
 
 def test_count_per_row_on_packed_bits():
-    from align_lite.data.filters import _count_per_row
+    from align_lite.data.unigrams import _count_per_row
 
     rng = np.random.default_rng(1)
     for n_bytes in (0, 1, 7, 8, 9, 64, 1001):
@@ -283,7 +276,7 @@ def test_count_per_row_on_packed_bits():
 
 
 def test_unigrams_are_the_words_of_every_row():
-    from align_lite.data.filters import encode_unigrams
+    from align_lite.data.unigrams import encode_unigrams
 
     table = random_web_table(501, seed=7)
     unigrams = encode_unigrams(text_bytes(table.column("text")))
@@ -335,13 +328,13 @@ MULTILINGUAL = {  # real-looking emoji annotations (emojibase-data style), sever
     (None, []),
 ])
 def test_unigrams_split_unspaced_scripts_into_dictionary_words(text, expected):
-    from align_lite.data.filters import unigrams
+    from align_lite.data.unigrams import unigrams
 
     assert unigrams(text) == expected
 
 
 def test_unigrams_without_segmentation_are_the_space_separated_words():
-    from align_lite.data.filters import unigrams
+    from align_lite.data.unigrams import unigrams
 
     assert unigrams("にっこり笑う", segment_unspaced=False) == ["にっこり笑う"]
     assert unigrams("区域指标 笑脸", segment_unspaced=False) == ["区域指标", "笑脸"]
@@ -355,7 +348,7 @@ def test_unspaced_alt_text_of_three_words_passes_the_length_rule_only_when_segme
 
 
 def test_unspaced_detection_agrees_at_every_range_boundary():
-    from align_lite.data.filters import UNSPACED_PATTERN, UNSPACED_RANGES
+    from align_lite.data.unigrams import UNSPACED_PATTERN, UNSPACED_RANGES
 
     points = sorted({p for lo, hi in UNSPACED_RANGES for p in (lo - 1, lo, hi, hi + 1)})
     texts = [f"x {chr(p)}" for p in points if not 0xD800 <= p <= 0xDFFF]
@@ -384,7 +377,7 @@ def multilingual_table(n: int, seed: int) -> pa.Table:
 @pytest.mark.parametrize("segment", [True, False])
 @pytest.mark.parametrize("top_k", [10, 60, 100_000_000])
 def test_vectorised_rules_equal_the_reference_on_mixed_scripts(segment, top_k):
-    from align_lite.data.filters import unigrams
+    from align_lite.data.unigrams import unigrams
 
     table = multilingual_table(1500, seed=top_k)
     config = FilterConfig(rare_token_top_k=top_k, max_images_per_alt_text=4,
@@ -414,7 +407,7 @@ def test_segmentation_changes_only_rows_of_unspaced_scripts():
 
 
 def test_segment_unspaced_false_reproduces_the_whitespace_counts():
-    from align_lite.data.filters import WORD_PATTERN
+    from align_lite.data.unigrams import WORD_PATTERN
 
     table = multilingual_table(400, seed=9)
     tb = text_bytes(table.column("text"), segment_unspaced=False)
@@ -431,7 +424,7 @@ def test_segment_unspaced_false_reproduces_the_whitespace_counts():
 
 
 def test_report_by_language_adds_up_per_group_and_in_total():
-    from align_lite.data.filters import report_by
+    from align_lite.data.filter_report import report_by
 
     table = multilingual_table(900, seed=2)
     extra = {"eval_duplicate": np.arange(900) % 17 == 0}
@@ -460,7 +453,7 @@ def test_report_by_language_adds_up_per_group_and_in_total():
 
 
 def test_report_by_missing_values_and_wrong_inputs():
-    from align_lite.data.filters import report_by
+    from align_lite.data.filter_report import report_by
 
     table = pairs([{"language": "en"}, {"language": None}, {"language": "en", "text": "x"}])
     result = apply_filters(table, group_by="language")

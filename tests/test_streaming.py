@@ -22,17 +22,9 @@ from align_lite.cli import main
 from align_lite.data.filters import RULES, FilterConfig, reference_filter_masks
 from align_lite.data.images import ImageTransformConfig, image_transform
 from align_lite.data.records import SkipLog, write_pairs
-from align_lite.data.streaming import (
-    ShardCounts,
-    ShardStream,
-    StreamFilter,
-    count_pass,
-    hf_stream,
-    merge_counts,
-    shard_list,
-    split_shards,
-    write_shards,
-)
+from align_lite.data.hf_stream import hf_stream
+from align_lite.data.stream_filter import ShardCounts, StreamFilter, count_pass, merge_counts
+from align_lite.data.streaming import ShardStream, shard_list, split_shards, write_shards
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create")
 

@@ -119,7 +119,7 @@ def parquet_pairs(tmp_path_factory):
 
 
 def test_hf_stream_splits_epochs_per_rank_and_worker(parquet_pairs):
-    from align_lite.data.streaming import HFStream
+    from align_lite.data.hf_stream import HFStream
 
     parts = [[s["text"] for s in HFStream(parquet_pairs, text_column="caption", epochs=1, rank=r, world_size=2)]
              for r in range(2)]
@@ -138,7 +138,7 @@ def test_hf_stream_splits_epochs_per_rank_and_worker(parquet_pairs):
 
 
 def test_training_on_a_hf_stream_and_from_the_cli(parquet_pairs, tmp_path):
-    from align_lite.data.streaming import HFStream
+    from align_lite.data.hf_stream import HFStream
 
     with pytest.raises(ValueError, match="no held-out"):
         Trainer(TrainConfig(**TOY), data=HFStream(parquet_pairs, text_column="caption"))
@@ -152,7 +152,8 @@ def test_training_on_a_hf_stream_and_from_the_cli(parquet_pairs, tmp_path):
 
 def test_a_filtered_shard_stream_trains_directly(shards):
     from align_lite.data.filters import FilterConfig
-    from align_lite.data.streaming import ShardStream, StreamFilter, count_pass
+    from align_lite.data.stream_filter import StreamFilter, count_pass
+    from align_lite.data.streaming import ShardStream
 
     stream = ShardStream(shards, resample=True, seed=0,
                          filter=StreamFilter(FilterConfig(rare_token_top_k=3_000), counts=count_pass(shards)))

@@ -27,6 +27,7 @@ _RECIPES = ("cpu-tiny", "gpu-small", "paper")
 
 
 def _add_train(commands) -> None:
+    # Long, and left so: one add_argument per flag reads as the command's manual, top to bottom.
     # No imports of torch-backed modules here: building the parser must stay instant (`--help`).
     # Values are checked by get_preset and TrainConfig, whose errors become one-line messages.
     p = commands.add_parser(
@@ -144,42 +145,45 @@ def _run_recipes(args: argparse.Namespace) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
+    """Settings, then data, then the run, then its report (process 0 only)."""
+    from align_lite.train import train
+
+    config = _train_config(args)
+    config, data = _train_data(args, config)
+    if args.out.exists() and not args.out.is_dir():
+        raise CommandError(f"--out {args.out} is a file, not a run folder")
+    result = train(config, data=data, out_dir=args.out, resume=args.resume)
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+        _print_result(result)
+
+
+# TrainConfig fields set from a flag of the same name when it is given.
+_PLAIN_OVERRIDES = (
+    "batch_size", "accum_steps", "lr", "image_lr_scale", "text_pooling", "warmup_steps", "weight_decay", "optimizer",
+    "schedule", "precision", "seed", "temperature", "world_n", "text_length", "log_every", "ckpt_every", "eval_every",
+    "eval_size", "num_workers", "device", "max_steps", "max_seconds", "max_bad_share",
+)
+
+
+def _train_config(args: argparse.Namespace):
+    """The recipe (``--recipe`` or ``--config``) with the flags given laid over it."""
     from align_lite.models import PRESETS
-    from align_lite.train import TrainConfig, train
+    from align_lite.train import TrainConfig
 
     if args.preset is not None and args.preset not in PRESETS:
         raise CommandError(f"unknown model preset {args.preset!r}; valid presets: {', '.join(PRESETS)}")
     overrides = {} if args.preset is None else {"model": args.preset}
-    for name in ("batch_size", "accum_steps", "lr", "image_lr_scale", "text_pooling", "warmup_steps", "weight_decay",
-                 "optimizer", "schedule", "precision", "seed", "temperature", "world_n", "text_length", "log_every", "ckpt_every",
-                 "eval_every", "eval_size", "num_workers", "device", "max_steps", "max_seconds", "max_bad_share"):
-        value = getattr(args, name)
-        if value is not None:
-            overrides[name] = value
+    overrides.update({name: getattr(args, name) for name in _PLAIN_OVERRIDES if getattr(args, name) is not None})
     if args.grad_clip is not None:
         overrides["grad_clip"] = args.grad_clip if args.grad_clip > 0 else None
-    if args.fixed_temperature:
-        overrides["learnable_temperature"] = False
-    if args.noisy_world:
-        overrides["world_noisy"] = True
-    if args.compile:
-        overrides["compile"] = True
-    if args.gradient_checkpointing:
-        overrides["gradient_checkpointing"] = True
-    if args.no_tensorboard:
-        overrides["tensorboard"] = False
+    switches = {"fixed_temperature": ("learnable_temperature", False), "noisy_world": ("world_noisy", True),
+                "compile": ("compile", True), "gradient_checkpointing": ("gradient_checkpointing", True),
+                "no_tensorboard": ("tensorboard", False)}
+    overrides.update(dict(value for flag, value in switches.items() if getattr(args, flag)))
     if args.config is not None:
-        if args.accum_steps is not None:
-            raise CommandError("--accum-steps follows from the recipe's global batch with --config; set --batch-size "
-                               "or --devices instead")
-        recipe_file = _load_recipe(args.config)
-        devices = args.devices or int(os.environ.get("WORLD_SIZE", "1"))
-        batch = overrides.pop("batch_size", None)
-        try:
-            recipe = recipe_file.config(devices, **({"batch_size": batch} if batch else {}))
-            print(f"recipe {recipe_file.name}: {recipe_file.arithmetic(devices, batch)}", flush=True)
-        except ValueError as err:
-            raise CommandError(str(err)) from err
+        recipe = _config_recipe(args, overrides)
     else:
         recipe = {"cpu-tiny": TrainConfig.cpu_tiny, "gpu-small": TrainConfig.gpu_small,
                   "paper": TrainConfig.paper}[args.recipe]()
@@ -193,38 +197,50 @@ def _run_train(args: argparse.Namespace) -> None:
         config = replace(config, hard_negative_share=(), hard_negative_vary=None)  # the world's columns
         print("hard-negative batches: off (they group the generated world's columns; --hard-negatives COLS:COL "
               "groups yours)", flush=True)
-    from align_lite.train import is_shard_source
+    return config
 
-    if args.data == "world":
-        data = None
-    elif args.data.startswith("hf:"):
-        from align_lite.data.streaming import HFStream
 
-        if args.eval_size is None:
-            config = replace(config, eval_size=0)  # a stream has no held-out pairs
-        try:
-            data = HFStream(args.data[3:], split=args.hf_split, image_column=args.image_column,
-                            text_column=args.text_column, seed=config.seed)
-        except KeyError as err:
-            raise CommandError(str(err.args[0])) from err
-    elif is_shard_source(args.data):
-        data = args.data  # tar shards: a brace pattern or glob, expanded by the stream
-    else:
-        data = Path(args.data)
-        if not data.exists():
-            raise CommandError(f"--data {data}: no such file or folder")
-    from align_lite.data.records import DataFormatError
-
-    if args.out.exists() and not args.out.is_dir():
-        raise CommandError(f"--out {args.out} is a file, not a run folder")
+def _config_recipe(args: argparse.Namespace, overrides: dict):
+    """``--config NAME``: the recipe's TrainConfig for ``--devices`` processes (``--batch-size``,
+    taken out of ``overrides``, is the per-device batch; accumulation follows)."""
+    if args.accum_steps is not None:
+        raise CommandError("--accum-steps follows from the recipe's global batch with --config; set --batch-size "
+                           "or --devices instead")
+    recipe_file = _load_recipe(args.config)
+    devices = args.devices or int(os.environ.get("WORLD_SIZE", "1"))
+    batch = overrides.pop("batch_size", None)
     try:
-        result = train(config, data=data, out_dir=args.out, resume=args.resume)
-    except DataFormatError as err:
+        recipe = recipe_file.config(devices, **({"batch_size": batch} if batch else {}))
+    except ValueError as err:
         raise CommandError(str(err)) from err
-    import torch.distributed as dist
+    print(f"recipe {recipe_file.name}: {recipe_file.arithmetic(devices, batch)}", flush=True)
+    return recipe
 
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-        return
+
+def _train_data(args: argparse.Namespace, config):
+    """(config, data) for ``--data``, resolved by :func:`align_lite.data.resolve.resolve_source`;
+    ``hf:NAME`` gets the CLI's split and columns, and no held-out pairs unless asked."""
+    from align_lite.data.resolve import resolve_source
+
+    try:
+        source = resolve_source(args.data)
+    except FileNotFoundError as err:
+        raise CommandError(f"--data {args.data}: no such file or folder") from err
+    if source.kind != "hf":
+        return config, source.value
+    from align_lite.data.hf_stream import HFStream
+
+    if args.eval_size is None:
+        config = replace(config, eval_size=0)  # a stream has no held-out pairs
+    try:
+        stream = HFStream(source.value, split=args.hf_split, image_column=args.image_column,
+                          text_column=args.text_column, seed=config.seed)
+    except KeyError as err:
+        raise CommandError(str(err.args[0])) from err
+    return config, stream
+
+
+def _print_result(result) -> None:
     last = next((r for r in reversed(result.history) if "loss" in r), {})
     summary = f"trained {result.step} steps"
     if last:

@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from align_lite.data.dedup import PAPER_NEAR_DUPLICATE_COSINE, ProtectedImages, eval_duplicate_mask
-from align_lite.data.filters import FilterConfig, FilterReport, apply_filters
+from align_lite.data.filter_report import FilterReport
+from align_lite.data.filters import FilterConfig, apply_filters
 from align_lite.data.images import BadImageError, ImageFacts, probe_image, thumbnail_embedding
 from align_lite.data.records import (DataFormatError, SkipLog, fresh_output, read_pairs, resolve_inside,
                                      write_pairs)

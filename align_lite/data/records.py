@@ -267,6 +267,15 @@ def _read_parquet(path: Path, log: SkipLog) -> pa.Table:
     return pa.Table.from_pylist(kept, schema=table.schema)
 
 
+def require_columns(table: pa.Table, columns: tuple[str, ...]) -> None:
+    """Raise a ValueError naming the ``columns`` that ``table`` lacks."""
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"the pair table lacks column(s) {', '.join(missing)}; it has {table.column_names}"
+        )
+
+
 def write_pairs(table: pa.Table, out_dir: str | Path, fmt: str = "jsonl") -> Path:
     """Write ``table`` as ``out_dir/metadata.jsonl`` (or ``.parquet``); returns the file written.
 

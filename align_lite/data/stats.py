@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from align_lite.data.filters import encode, images_per_text, image_keys, normalized_texts, text_bytes
+from align_lite.data.filters import image_keys, images_per_text
+from align_lite.data.unigrams import encode, normalized_texts, text_bytes
 
 
 @dataclass

@@ -133,33 +133,12 @@ class TrainConfig:
         learning rate 1e-3, 32-token texts (the world's alt-texts need ~16), a held-out batch of
         256 checked every 50 steps.
 
-        Five departures from the paper, because the run is hundreds of steps of 64 pairs, not
-        1.2 M steps of 16,384 (the sixth, mean pooling in the text tower, belongs to the ``tiny``
-        preset itself, see :mod:`align_lite.models.presets`):
-
-        * hard-negative batches (:mod:`align_lite.data.hard_negatives`): each batch is made of runs
-          of rows with the same colour and number of objects and different shapes, so that within
-          a run only the shape tells the pairs apart. A shuffled batch of 64 holds about two such
-          near misses per pair (a shuffled batch of ALIGN's 16,384 would hold hundreds), a composed
-          one about eight. This needs the world's ``color``/``count``/``shape`` columns: on other data, set
-          ``hard_negative_share=()`` and ``hard_negative_vary=None`` (the CLI does so for
-          ``--data``);
-        * the temperature starts at 0.1, not 1.0, and learns 20x faster (``temperature_lr_scale``;
-          Adam moves log σ by about one learning rate a step, so at 1e-3 it would take
-          ln 10 / 1e-3 ≈ 2,300 steps to get from 1.0 to 0.1, see :mod:`align_lite.optim`). Even at
-          20x, a start at 1.0 spends the first ~100 steps on soft logits (σ > 0.3) that teach little;
-          every run here ends near σ ≈ 0.1 anyway;
-        * the image tower learns 5x faster (``image_lr_scale``): the ``tiny`` tower learns shape
-          from labels in a few hundred steps at 3e-3 and far slower at 1e-3
-          (``benchmarks/shape_learning.py``); with hard-negative batches 5e-3 is faster still,
-          while the text tower does worse at 3e-3;
-        * no dropout in the text tower (``text_dropout=0``): in a run this short it only slows
-          the text tower down.
-
-        What each is worth (the recipe with one departure undone at a time) is
-        ``benchmarks/tiny_recipe.py``'s table; the temperature's also shows in the recorded
-        temperature ablation (``benchmarks/chapter4_experiments.py``, which starts its learnable
-        run at the paper's 1.0); both are in the book's appendix."""
+        It departs from the paper where a run of minutes needs it: hard-negative batches
+        (``hard_negative_share``/``hard_negative_vary``: the world's colour and count shared,
+        shape varied; off for other data), the temperature starting at 0.1 and learning 20x faster,
+        the image tower learning 5x faster, and no dropout in the text tower. Why each, and what
+        each is worth, is the appendix section "The CPU recipe, one departure at a time"
+        (``benchmarks/tiny_recipe.py``)."""
         base = dict(model="tiny", batch_size=64, lr=1e-3, warmup_steps=20, max_steps=200, text_length=32,
                     temperature=0.1, temperature_lr_scale=20.0, image_lr_scale=5.0, text_dropout=0.0, eval_size=256,
                     eval_every=50, log_every=10, hard_negative_share=("color", "count"), hard_negative_vary="shape")

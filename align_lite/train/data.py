@@ -19,7 +19,6 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,9 @@ import torch
 from align_lite.data.hard_negatives import hard_negative_order
 from align_lite.data.images import CropToPixels, ImageTransformConfig, image_transform
 from align_lite.data.records import DataFormatError, SkipLog
+from align_lite.data.resolve import is_shard_source, resolve_source
 from align_lite.data.sources import PairDataset, collate_pairs
+from align_lite.data.hf_stream import HFStream
 from align_lite.data.tokenizer import AltTextTokenizer, trim_padding
 from align_lite.data.world import WorldConfig, WorldDataset
 from align_lite.models import get_preset
@@ -170,14 +171,6 @@ def world_transform_config(image_size: int) -> ImageTransformConfig:
     return ImageTransformConfig(resize=image_size, crop=image_size, random_flip=False)
 
 
-def is_shard_source(data: Any) -> bool:
-    """Whether ``data`` names webdataset tar shards: ``"dir/shard-{000000..000099}.tar"``, a glob,
-    one ``.tar`` file, or a list of them."""
-    if isinstance(data, (list, tuple)):
-        return bool(data) and all(str(d).endswith(".tar") for d in data)
-    return isinstance(data, (str, Path)) and str(data).endswith(".tar")
-
-
 def _shard_datasets(config: TrainConfig, data: Any, train_tf, eval_tf) -> tuple[Any, list, list[str]]:
     """A resampled :class:`~align_lite.data.streaming.ShardStream` for training; with
     ``eval_size`` the last shard is held out and its first ``eval_size`` pairs are the eval set;
@@ -228,42 +221,26 @@ def hard_negative_batches(config: TrainConfig, dataset: Any, indices: Sequence[i
 
 
 def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, Iterable[str]]:
-    """(train dataset, eval dataset, texts) for ``data``: ``None``/``"world"`` (the generated
-    world of ``config.world_*``), a :class:`WorldConfig`, a pair folder / ``.jsonl`` / ``.parquet``
-    path, webdataset tar shards (:func:`is_shard_source`; streamed, see :func:`_shard_datasets`),
-    an ``IterableDataset`` such as :class:`~align_lite.data.streaming.HFStream` (streamed; no
-    held-out pairs), or a dataset whose items are ``{"image": (3, S, S) tensor, "text": str}`` (or ``None``)
-    and which has a ``texts`` list (used as is for training and evaluation)."""
+    """(train dataset, eval dataset, texts) for ``data``, whatever
+    :func:`~align_lite.data.resolve.resolve_source` says it is: the generated world (of
+    ``config.world_*`` when not given), a pair folder / ``.jsonl`` / ``.parquet``, webdataset tar
+    shards (streamed, see :func:`_shard_datasets`), ``"hf:NAME"`` or any ``IterableDataset``
+    (streamed; no held-out pairs), or a dataset whose items are ``{"image": (3, S, S) tensor,
+    "text": str}`` (or ``None``) and which has a ``texts`` list (used as is for training and
+    evaluation)."""
     tcfg = transform_config(image_size_of(config.model))
     train_tf = image_transform(tcfg, train=config.augment)
     eval_tf = image_transform(tcfg, train=False)
-    if data is None or (isinstance(data, str) and data == "world"):
-        maker = WorldConfig.noisy if config.world_noisy else WorldConfig.clean
-        data = maker(n=config.world_n, seed=config.world_seed)
-    if isinstance(data, WorldConfig):
-        # Drawn at the model's size, uncropped; cached as uint8 when it fits (1 GiB), so that after
-        # the first epoch a step's data work is a copy and a tokenization.
-        wcfg = world_transform_config(tcfg.crop)
-        cache = data.n * 3 * wcfg.resize**2 <= WORLD_CACHE_BYTES
-        train_tf = eval_tf = CropToPixels(wcfg) if cache else image_transform(wcfg)
-        train_ds = WorldDataset(data, image_size=wcfg.resize, transform=train_tf, cache=cache)
-        eval_ds = copy.copy(train_ds)  # shares the cache
-        eval_ds.transform = eval_tf
-        return train_ds, eval_ds, train_ds.table["text"].to_pylist()
-    if is_shard_source(data):
-        return _shard_datasets(config, data, train_tf, eval_tf)
-    if isinstance(data, torch.utils.data.IterableDataset):  # e.g. data.streaming.HFStream
-        if getattr(data, "transform", False) is None:
-            data.transform = train_tf
-        texts = getattr(data, "texts", None)
-        if texts is None:
-            raise TypeError("a stream passed to train() needs texts(limit) or a texts list (to learn the tokenizer)")
-        return data, [], _lazy(lambda: texts(TOKENIZER_TEXTS)) if callable(texts) else list(texts)
-    if isinstance(data, (str, Path)):
-        path = Path(data)
-        if not path.exists():
-            raise FileNotFoundError(f"training data {path}: no such file or folder")
-        train_ds = PairDataset(path, transform=train_tf)
+    source = resolve_source(data)
+    if source.kind == "world":
+        return _world_datasets(config, source.value, tcfg.crop)
+    if source.kind == "shards":
+        return _shard_datasets(config, source.value, train_tf, eval_tf)
+    if source.kind in ("hf", "stream"):
+        stream = HFStream(source.value, seed=config.seed) if source.kind == "hf" else source.value
+        return _stream_datasets(stream, train_tf)
+    if source.kind == "pairs":
+        train_ds = PairDataset(source.value, transform=train_tf)
         eval_ds = copy.copy(train_ds)
         eval_ds.transform = eval_tf
         return train_ds, eval_ds, list(train_ds.texts)
@@ -271,6 +248,33 @@ def build_dataset(config: TrainConfig, data: Any = None) -> tuple[Any, Any, Iter
     if texts is None:
         raise TypeError("a dataset passed to train() needs a `texts` list (to learn the tokenizer)")
     return data, data, list(texts)
+
+
+def _world_datasets(config: TrainConfig, world: WorldConfig | None, size: int) -> tuple[Any, Any, list[str]]:
+    """The generated world (``config.world_*`` unless given), drawn at the model's ``size``,
+    uncropped; cached as uint8 when it fits (1 GiB), so that after the first epoch a step's data
+    work is a copy and a tokenization. The eval dataset shares the cache."""
+    if world is None:
+        world = (WorldConfig.noisy if config.world_noisy else WorldConfig.clean)(n=config.world_n, seed=config.world_seed)
+    wcfg = world_transform_config(size)
+    cache = world.n * 3 * wcfg.resize**2 <= WORLD_CACHE_BYTES
+    transform = CropToPixels(wcfg) if cache else image_transform(wcfg)
+    train_ds = WorldDataset(world, image_size=wcfg.resize, transform=transform, cache=cache)
+    eval_ds = copy.copy(train_ds)
+    eval_ds.transform = transform
+    return train_ds, eval_ds, train_ds.table["text"].to_pylist()
+
+
+def _stream_datasets(stream: Any, train_tf) -> tuple[Any, list, Iterable[str]]:
+    """A stream trains as it is (its transform set when it has none); it has no held-out pairs,
+    and its tokenizer texts are read lazily (only by the process that learns the tokenizer)."""
+    if getattr(stream, "transform", False) is None:
+        stream.transform = train_tf
+    texts = getattr(stream, "texts", None)
+    if texts is None:
+        raise TypeError("a stream passed to train() needs texts(limit) or a texts list (to learn the tokenizer)")
+    return stream, [], _lazy(lambda: texts(TOKENIZER_TEXTS)) if callable(texts) else list(texts)
+
 
 
 __all__ = ["Collate", "SkipBadSamples", "StepBatchSampler", "TOKENIZER_TEXTS", "WORLD_CACHE_BYTES", "build_dataset",

@@ -479,6 +479,9 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
+        """The loop: step, log, evaluate, checkpoint, until ``max_steps`` or ``max_seconds``; then
+        the final evaluation, checkpoint, ``final/`` and data report. (About 60 lines, kept in one
+        piece on purpose: this is the loop a reader of Chapter 4 looks for.)"""
         c, main = self.config, self.dist.main
         writer = self._open_outputs() if main else None
         tb = self._tensorboard() if main else None
