@@ -80,33 +80,44 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
     return groups
 
 
-def build_optimizer(
-    model: nn.Module,
-    name: str = "adamw",
-    lr: float = 1e-3,
-    weight_decay: float = 1e-5,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-6,
-    temperature_lr_scale: float = 1.0,
-    image_lr_scale: float = 1.0,
-) -> torch.optim.Optimizer:
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Which optimizer, at what rates: the paper's are LAMB, lr 1e-3, weight decay 1e-5.
+
+    ``temperature_lr_scale`` / ``image_lr_scale`` multiply ``lr`` for the temperature and the
+    image tower (see :func:`param_groups`)."""
+
+    name: str = "adamw"  # "adamw" or "lamb"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    temperature_lr_scale: float = 1.0
+    image_lr_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.name!r}; choose one of {OPTIMIZERS}")
+
+
+def build_optimizer(model: nn.Module, config: OptimizerConfig = OptimizerConfig()) -> torch.optim.Optimizer:
     """AdamW (``torch.optim``) or LAMB (``timm.optim.Lamb``) over :func:`param_groups`.
 
     timm's LAMB clips the global gradient norm to 1 on its own by default; we turn that off
     (``max_grad_norm=None``) so that clipping happens once, in the trainer, where it is reported.
     """
-    groups = param_groups(model, weight_decay, lr, temperature_lr_scale, image_lr_scale)
+    c = config
+    groups = param_groups(model, c.weight_decay, c.lr, c.temperature_lr_scale, c.image_lr_scale)
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    if name == "adamw":
+    lr, betas, eps, weight_decay = c.lr, c.betas, c.eps, c.weight_decay
+    if c.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    if name == "lamb":
-        try:
-            from timm.optim import Lamb
-        except ImportError as err:  # pragma: no cover - timm is a dependency
-            raise ImportError("optimizer 'lamb' needs timm (pip install 'timm>=0.9')") from err
-        return Lamb(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_grad_norm=None)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+    try:  # "lamb", the only other name OptimizerConfig allows
+        from timm.optim import Lamb
+    except ImportError as err:  # pragma: no cover - timm is a dependency
+        raise ImportError("optimizer 'lamb' needs timm (pip install 'timm>=0.9')") from err
+    return Lamb(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_grad_norm=None)
 
 
 @dataclass(frozen=True)
@@ -148,4 +159,4 @@ def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule) -> tor
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "Schedule", "build_optimizer", "build_scheduler", "param_groups"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "OptimizerConfig", "Schedule", "build_optimizer", "build_scheduler", "param_groups"]

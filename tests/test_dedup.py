@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from align_lite.data.dedup import (
-    PAPER_NEAR_DUPLICATE_COSINE,
     ProtectedImages,
     eval_duplicate_mask,
     exact_duplicate_mask,
@@ -32,10 +31,6 @@ def with_cosine(anchor: np.ndarray, cosine: float, rng: np.random.Generator) -> 
     ortho = r - (r @ a) * a
     ortho /= np.linalg.norm(ortho)
     return cosine * a + np.sqrt(1 - cosine**2) * ortho
-
-
-def test_paper_threshold():
-    assert PAPER_NEAR_DUPLICATE_COSINE == 0.975
 
 
 # ------------------------------------------------------------------------------- exact

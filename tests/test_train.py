@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from align_lite.cli import main
 from align_lite.data.world import WorldConfig, write_world
 from align_lite.models import AlignDualEncoder, from_pretrained, get_preset, load_tokenizer
-from align_lite.optim import Schedule, build_optimizer, build_scheduler, param_groups
+from align_lite.optim import OptimizerConfig, Schedule, build_optimizer, build_scheduler, param_groups
 from align_lite.train import (
     METRIC_FIELDS, STATE_JSON, STATE_TENSORS, TrainConfig, Trainer, find_checkpoints, train,
 )
@@ -74,7 +74,7 @@ def test_param_groups_exclude_vectors_and_temperature_from_weight_decay():
     assert sorted(listed) == sorted(shapes) and len(set(listed)) == len(listed)  # each exactly once
 
     for name, cls in (("adamw", torch.optim.AdamW), ("lamb", None)):
-        opt = build_optimizer(model, name, lr=1e-3, weight_decay=1e-5)
+        opt = build_optimizer(model, OptimizerConfig(name, lr=1e-3, weight_decay=1e-5))
         if cls is not None:
             assert isinstance(opt, cls)
         else:
@@ -99,7 +99,7 @@ def test_image_lr_scale_gives_the_image_tower_its_own_groups():
     listed = [n for g in groups for n in g["names"]]
     assert sorted(listed) == sorted(dict(model.named_parameters())) and len(set(listed)) == len(listed)
     # the scheduler scales every group alike, so the 3x ratio holds all along the schedule
-    opt = build_optimizer(model, "adamw", lr=1e-3, image_lr_scale=3.0)
+    opt = build_optimizer(model, OptimizerConfig("adamw", lr=1e-3, image_lr_scale=3.0))
     sched = build_scheduler(opt, Schedule("linear", 2, 10))
     for _ in range(4):
         opt.step()
@@ -533,3 +533,12 @@ def test_skip_bad_samples_counts_the_row_drawn_not_the_rows_crossed():
     assert wrapped[2]["skipped"] == 1 and Rows.log.counts["missing_file"] == 6  # each bad row read once
     # over every row drawn once, the share replaced is the data's bad share
     assert sum(wrapped[i]["skipped"] for i in range(10)) == 6
+
+
+def test_the_run_hands_its_loss_optimizer_and_schedule_settings_over_as_objects():
+    config = small(optimizer="lamb", lr=2e-3, weight_decay=0.0, image_lr_scale=5.0, label_smoothing=0.0)
+    assert config.optimizer_config() == OptimizerConfig("lamb", 2e-3, 0.0, config.betas, config.eps, 1.0, 5.0)
+    assert config.loss_config().label_smoothing == 0.0 and config.loss_config().gather
+    assert config.lr_schedule() == Schedule("linear", config.warmup_steps, config.max_steps)
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        OptimizerConfig("sgd")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from align_lite.loss import LossConfig
 from align_lite.models.text_tower import POOLINGS
-from align_lite.optim import OPTIMIZERS, SCHEDULES
+from align_lite.optim import OPTIMIZERS, SCHEDULES, OptimizerConfig, Schedule
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RESUME = {"resume": True}  # field metadata: a resumed run must keep this value
@@ -161,6 +161,17 @@ class TrainConfig:
                     warmup_steps=10_000, max_steps=1_200_000, text_length=64, vocab_size=100_000,
                     precision="bf16", log_every=100, ckpt_every=10_000, keep_checkpoints=3)
         return cls(**{**base, **overrides})
+
+    def optimizer_config(self) -> OptimizerConfig:
+        return OptimizerConfig(self.optimizer, self.lr, self.weight_decay, self.betas, self.eps,
+                               self.temperature_lr_scale, self.image_lr_scale)
+
+    def loss_config(self) -> LossConfig:
+        """ALIGN's loss with this run's smoothing and reduction, gathered across processes."""
+        return LossConfig(self.label_smoothing, self.loss_reduction, gather=True)
+
+    def lr_schedule(self) -> Schedule:
+        return Schedule(self.schedule, self.warmup_steps, self.total_schedule_steps)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -90,10 +90,10 @@ from align_lite import __version__
 from align_lite.data.records import DataFormatError, SkipLog
 from align_lite.data.sources import collate_pairs
 from align_lite.data.tokenizer import AltTextTokenizer, TokenizerConfig, train_tokenizer
-from align_lite.loss import ContrastiveLoss, LossConfig
+from align_lite.loss import ContrastiveLoss
 from align_lite.models import AlignDualEncoder, from_pretrained, get_preset, load_tokenizer, save_pretrained
 from align_lite.models.image_tower import frozen_batchnorm_stats
-from align_lite.optim import Schedule, build_optimizer, build_scheduler
+from align_lite.optim import build_optimizer, build_scheduler
 from align_lite.progress import progress
 from align_lite.retrieval import caption_match_top1
 from align_lite.train.checkpoint import (
@@ -313,10 +313,9 @@ class Trainer:
     def _build_optimisation(self) -> None:
         """The loss, the optimizer (:mod:`align_lite.optim`), the schedule and the fp16 scaler."""
         c = self.config
-        self.loss_fn: nn.Module = ContrastiveLoss(LossConfig(c.label_smoothing, c.loss_reduction, gather=True))
-        self.optimizer = build_optimizer(self.model, c.optimizer, c.lr, c.weight_decay, c.betas, c.eps,
-                                         c.temperature_lr_scale, c.image_lr_scale)
-        self.scheduler = build_scheduler(self.optimizer, Schedule(c.schedule, c.warmup_steps, c.total_schedule_steps))
+        self.loss_fn: nn.Module = ContrastiveLoss(c.loss_config())
+        self.optimizer = build_optimizer(self.model, c.optimizer_config())
+        self.scheduler = build_scheduler(self.optimizer, c.lr_schedule())
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
