@@ -247,3 +247,31 @@ def test_train_gives_one_line_errors_for_a_file_as_out_and_a_missing_gpu(tmp_pat
         run = ["train", "--preset", "tiny", "--out", str(tmp_path / "run"), "--max-steps", "1", "--device", "cuda"]
         assert main(run) == 1
         assert "no CUDA GPU is visible" in capsys.readouterr().err  # before: RuntimeError from torch.cuda
+
+
+def test_every_train_config_field_has_a_flag_that_sets_it():
+    from dataclasses import fields
+
+    from align_lite.cli import build_parser
+    from align_lite.cli.train import _train_config
+    from align_lite.train import TrainConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--out", "run", "--label-smoothing", "0.2", "--no-augment", "--betas", "0.8",
+                              "0.9", "--keep-checkpoints", "2", "--preset", "tiny-wide", "--grad-clip", "0",
+                              "--fixed-temperature", "--noisy-world", "--schedule-steps", "500"])
+    config = _train_config(args)
+    assert (config.label_smoothing, config.augment, config.betas, config.keep_checkpoints, config.model) == (
+        0.2, False, (0.8, 0.9), 2, "tiny-wide")
+    assert config.grad_clip is None and not config.learnable_temperature and config.world_noisy
+    assert config.schedule_steps == 500 and config.lr == TrainConfig.cpu_tiny().lr  # unset: the recipe's
+    flagged = {a.dest for a in parser._subparsers._group_actions[0].choices["train"]._actions}
+    offered = {f.name for f in fields(TrainConfig) if f.metadata.get("cli", True)}
+    assert offered <= flagged
+    assert {f.name for f in fields(TrainConfig)} - offered == {"hard_negative_share", "hard_negative_vary"}
+
+
+def test_building_the_parser_does_not_import_torch():
+    done = subprocess.run([sys.executable, "-c", "import sys, align_lite.cli as c; c.build_parser(); "
+                           "print('torch' in sys.modules)"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

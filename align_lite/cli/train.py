@@ -27,17 +27,14 @@ _RECIPES = ("cpu-tiny", "gpu-small", "paper")
 
 
 def _add_train(commands) -> None:
-    # Long, and left so: one add_argument per flag reads as the command's manual, top to bottom.
-    # No imports of torch-backed modules here: building the parser must stay instant (`--help`).
     # Values are checked by get_preset and TrainConfig, whose errors become one-line messages.
     p = commands.add_parser(
         "train", help="contrastive training of a dual encoder (also: torchrun -m align_lite.train)",
         description="Train ALIGN's dual encoder. Without --data, on the generated world drawn in memory. "
                     "Writes RUN/checkpoint-NNNNNNN/ (model, tokenizer, trainer state), RUN/final/ "
-                    "(from_pretrained), RUN/metrics.jsonl. Unset options take the recipe's values.",
+                    "(from_pretrained), RUN/metrics.jsonl and RUN/data_report.json. Unset options take the "
+                    "recipe's values; every TrainConfig field has a flag.",
     )
-    p.add_argument("--preset",
-                   help="model preset: tiny, tiny-wide, b3-mini, b5-base, b7-base, l2-large (default: the recipe's)")
     p.add_argument("--recipe", default="cpu-tiny", choices=_RECIPES, help="training defaults (default %(default)s)")
     p.add_argument("--config", help="a recipe for a real run instead: a shipped name (see `align-lite recipes`) or "
                                     "a .toml file; --batch-size sets the per-device batch, accumulation follows")
@@ -52,45 +49,56 @@ def _add_train(commands) -> None:
     p.add_argument("--text-column", default="text",
                    help="hf:NAME data: the caption column, a string or a list of captions (default %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
-    limit = p.add_mutually_exclusive_group()
-    limit.add_argument("--max-steps", type=int, help="optimizer steps (also the schedule's length)")
-    limit.add_argument("--max-seconds", type=float,
-                       help="stop after this much training time (the schedule keeps the recipe's length)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from the newest readable checkpoint in --out, or from CHECKPOINT")
-    p.add_argument("--max-bad-share", type=float,
-                   help="stop when more than this share of rows (0..1) is unusable (default: never stop)")
-    p.add_argument("--batch-size", type=int, help="pairs per micro-batch per process")
-    p.add_argument("--accum-steps", type=int, help="micro-batches per step (negatives = all of them)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--image-lr-scale", type=float, help="the image tower's lr = lr x this (cpu-tiny: 5)")
-    p.add_argument("--text-pooling", choices=("cls", "mean"), help="override the preset's text pooling")
     p.add_argument("--hard-negatives", metavar="COLS:COL",
                    help="hard-negative batches: runs of rows sharing the columns COLS (comma-separated) and differing "
                         "in COL, e.g. color,count:shape (cpu-tiny's on the generated world); 'none': plain "
                         "shuffling (the default for --data other than the world)")
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--optimizer", help="adamw or lamb")
-    p.add_argument("--schedule", help="linear, cosine or constant")
-    p.add_argument("--precision", help="auto, fp32, bf16 or fp16")
-    p.add_argument("--grad-clip", type=float, help="max gradient norm; 0 turns clipping off")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--temperature", type=float, help="initial (learnable) or fixed temperature")
-    p.add_argument("--fixed-temperature", action="store_true", help="do not learn the temperature")
-    p.add_argument("--world-n", type=int, help="rows of the generated world")
-    p.add_argument("--noisy-world", action="store_true", help="train on the noisy world")
-    p.add_argument("--text-length", type=int)
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--ckpt-every", type=int, help="checkpoint every N steps (0: at the end only)")
-    p.add_argument("--eval-every", type=int)
-    p.add_argument("--eval-size", type=int, help="held-out pairs for the retrieval check (0: none)")
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--no-tensorboard", action="store_true")
+    _add_config_flags(p)
+    # Older spellings, kept: they set the same fields as --no-learnable-temperature / --world-noisy.
+    p.add_argument("--fixed-temperature", dest="learnable_temperature", action="store_const", const=False,
+                   help="do not learn the temperature")
+    p.add_argument("--noisy-world", dest="world_noisy", action="store_const", const=True,
+                   help="train on the noisy world")
     p.set_defaults(handler=_run_train)
+
+
+_FLAG_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> list[str]:
+    """One flag per :class:`~align_lite.train.config.TrainConfig` field (``--field-name``, or the
+    field's own ``flag``), typed from its annotation, helped by its metadata, default ``None`` (=
+    the recipe's value); returns the fields given a flag."""
+    from dataclasses import fields as dataclass_fields
+
+    from align_lite.train.config import TrainConfig
+
+    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    named = []
+    for f in dataclass_fields(TrainConfig):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        group = meta.get("group")
+        if group and group not in groups:
+            groups[group] = p.add_mutually_exclusive_group()
+        target = groups[group] if group else p
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        kind = f.type.replace(" | None", "")
+        metavar = flag.lstrip("-").replace("-", "_").upper()
+        if kind == "bool":
+            target.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=meta["help"])
+        elif kind == "tuple[float, float]":
+            target.add_argument(flag, dest=f.name, type=float, nargs=2, default=None, metavar=("B1", "B2"),
+                                help=meta["help"])
+        else:
+            target.add_argument(flag, dest=f.name, type=_FLAG_TYPES[kind], default=None, metavar=metavar,
+                                help=meta["help"])
+        named.append(f.name)
+    return named
 
 
 def _hard_negatives(spec: str) -> tuple[tuple[str, ...], str | None]:
@@ -159,29 +167,21 @@ def _run_train(args: argparse.Namespace) -> None:
         _print_result(result)
 
 
-# TrainConfig fields set from a flag of the same name when it is given.
-_PLAIN_OVERRIDES = (
-    "batch_size", "accum_steps", "lr", "image_lr_scale", "text_pooling", "warmup_steps", "weight_decay", "optimizer",
-    "schedule", "precision", "seed", "temperature", "world_n", "text_length", "log_every", "ckpt_every", "eval_every",
-    "eval_size", "num_workers", "device", "max_steps", "max_seconds", "max_bad_share",
-)
-
-
 def _train_config(args: argparse.Namespace):
     """The recipe (``--recipe`` or ``--config``) with the flags given laid over it."""
+    from dataclasses import fields as dataclass_fields
+
     from align_lite.models import PRESETS
     from align_lite.train import TrainConfig
 
-    if args.preset is not None and args.preset not in PRESETS:
-        raise CommandError(f"unknown model preset {args.preset!r}; valid presets: {', '.join(PRESETS)}")
-    overrides = {} if args.preset is None else {"model": args.preset}
-    overrides.update({name: getattr(args, name) for name in _PLAIN_OVERRIDES if getattr(args, name) is not None})
-    if args.grad_clip is not None:
-        overrides["grad_clip"] = args.grad_clip if args.grad_clip > 0 else None
-    switches = {"fixed_temperature": ("learnable_temperature", False), "noisy_world": ("world_noisy", True),
-                "compile": ("compile", True), "gradient_checkpointing": ("gradient_checkpointing", True),
-                "no_tensorboard": ("tensorboard", False)}
-    overrides.update(dict(value for flag, value in switches.items() if getattr(args, flag)))
+    if args.model is not None and args.model not in PRESETS:
+        raise CommandError(f"unknown model preset {args.model!r}; valid presets: {', '.join(PRESETS)}")
+    given = {f.name: getattr(args, f.name, None) for f in dataclass_fields(TrainConfig)}
+    overrides = {name: value for name, value in given.items() if value is not None}
+    if "betas" in overrides:
+        overrides["betas"] = tuple(overrides["betas"])
+    if overrides.get("grad_clip") == 0:
+        overrides["grad_clip"] = None  # --grad-clip 0 turns clipping off
     if args.config is not None:
         recipe = _config_recipe(args, overrides)
     else:

@@ -13,17 +13,30 @@ call :func:`train` (the last two through ``__main__``, which is the only place t
 the command line).
 """
 
-from align_lite.train.checkpoint import STATE_JSON, STATE_TENSORS, checkpoint_problem, find_checkpoints
-from align_lite.train.config import PRECISIONS, TrainConfig, resume_fields
-from align_lite.train.data import (
-    Collate, SkipBadSamples, StepBatchSampler, build_dataset, hard_negative_batches, image_size_of,
-    is_shard_source, transform_config, world_transform_config,
-)
-from align_lite.train.trainer import METRIC_FIELDS, TrainResult, Trainer, train
+import importlib
+from typing import Any
 
-__all__ = [
-    "METRIC_FIELDS", "PRECISIONS", "STATE_JSON", "STATE_TENSORS", "Collate", "SkipBadSamples", "StepBatchSampler",
-    "TrainConfig", "TrainResult", "Trainer", "build_dataset", "checkpoint_problem", "find_checkpoints",
-    "hard_negative_batches", "image_size_of", "is_shard_source", "resume_fields", "train",
-    "transform_config", "world_transform_config",
-]
+# Loaded on first use (PEP 562), so that importing align_lite.train.config (the command line's
+# flags) does not import torch and the trainer with it.
+_EXPORTS = {
+    "STATE_JSON": "checkpoint", "STATE_TENSORS": "checkpoint", "checkpoint_problem": "checkpoint",
+    "find_checkpoints": "checkpoint",
+    "PRECISIONS": "config", "TrainConfig": "config", "resume_fields": "config",
+    "Collate": "data", "SkipBadSamples": "data", "StepBatchSampler": "data", "build_dataset": "data",
+    "hard_negative_batches": "data", "image_size_of": "data", "is_shard_source": "data",
+    "transform_config": "data", "world_transform_config": "data",
+    "METRIC_FIELDS": "trainer", "TrainResult": "trainer", "Trainer": "trainer", "train": "trainer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'align_lite.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"align_lite.train.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -10,13 +10,24 @@ must share them with its checkpoint (:func:`resume_fields`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
-from align_lite.loss import LossConfig
-from align_lite.models.text_tower import POOLINGS
-from align_lite.optim import OPTIMIZERS, SCHEDULES, OptimizerConfig, Schedule
+# No torch here (the towers, loss and optimizer modules are imported where they are used): the
+# command line builds its `train` flags from these fields, and `align-lite --help` stays instant.
+if TYPE_CHECKING:
+    from align_lite.loss import LossConfig
+    from align_lite.optim import OptimizerConfig, Schedule
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-RESUME = {"resume": True}  # field metadata: a resumed run must keep this value
+
+
+def knob(default: Any, help: str, *, resume: bool = False, cli: bool = True, flag: str | None = None,
+         group: str | None = None) -> Any:
+    """A :class:`TrainConfig` field with what the command line needs to offer it: its ``help``;
+    ``resume`` (a resumed run must keep the value); ``cli=False`` (no flag of its own); ``flag``
+    (another name than ``--field-name``); ``group`` (flags of one group exclude each other)."""
+    return field(default=default, metadata={"help": help, "resume": resume, "cli": cli, "flag": flag,
+                                            "group": group})
 
 
 @dataclass(frozen=True)
@@ -29,58 +40,72 @@ class TrainConfig:
     pairs, all of them negatives of one another.
     """
 
-    model: str = field(default="tiny", metadata=RESUME)  # a model preset (align_lite.models.list_presets())
-    batch_size: int = field(default=64, metadata=RESUME)
-    accum_steps: int = field(default=1, metadata=RESUME)
-    lr: float = 1e-3  # the paper's peak learning rate
-    warmup_steps: int = 20
-    max_steps: int = 200
-    schedule_steps: int | None = None  # length of the lr schedule; None: max_steps
-    max_seconds: float | None = None  # stop early after this much training time
-    weight_decay: float = 1e-5  # the paper's
-    optimizer: str = "adamw"  # "adamw" or "lamb" (the paper's)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-6
-    schedule: str = "linear"  # "linear" (the paper's), "cosine", "constant"
-    precision: str = "auto"  # "auto": bf16 (else fp16) on CUDA, fp32 on CPU
-    grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
-    seed: int = field(default=0, metadata=RESUME)
-    temperature: float = 1.0  # initial value if learnable (paper: 1.0), else the fixed value
-    learnable_temperature: bool = True
-    temperature_lr_scale: float = 1.0  # the temperature's lr = lr x this (see align_lite.optim)
-    image_lr_scale: float = 1.0  # the image tower's lr = lr x this (see align_lite.optim)
-    label_smoothing: float = 0.1  # the paper's
-    loss_reduction: str = "sum"  # the paper's L_i2t + L_t2i
-    text_length: int = field(default=64, metadata=RESUME)  # tokens per alt-text (paper: 64)
-    vocab_size: int = field(default=8_000, metadata=RESUME)  # wordpieces learnt from the training texts (paper: 100 k)
-    augment: bool = True  # random crop of pair-folder images (never a flip: captions say left/right; the world is never cropped)
-    text_dropout: float | None = None  # override the preset's BERT dropout
-    text_pooling: str | None = None  # override the preset's text pooling ("cls" or "mean")
-    stochastic_depth: float | None = None  # override the preset's EfficientNet drop-path rate
-    world_n: int = field(default=4096, metadata=RESUME)  # rows of the generated world (when training on it)
-    world_seed: int = field(default=0, metadata=RESUME)
-    world_noisy: bool = field(default=False, metadata=RESUME)  # the noisy world (as scraped) instead of the clean one
+    # The model and the batch (a resumed run must keep these: model shape and data order).
+    model: str = knob("tiny", "model preset: tiny, tiny-wide, b3-mini, b5-base, b7-base, l2-large",
+                      resume=True, flag="--preset")
+    batch_size: int = knob(64, "pairs per micro-batch per process", resume=True)
+    accum_steps: int = knob(1, "micro-batches per step (negatives = all of them)", resume=True)
+    # Optimisation (paper: LAMB, peak lr 1e-3, weight decay 1e-5, linear warm-up then decay).
+    lr: float = knob(1e-3, "peak learning rate (the paper's: 1e-3)")
+    warmup_steps: int = knob(20, "linear warm-up steps")
+    max_steps: int = knob(200, "optimizer steps (also the schedule's length)", group="limit")
+    schedule_steps: int | None = knob(None, "length of the lr schedule (default: max_steps)")
+    max_seconds: float | None = knob(None, "stop after this much training time (the schedule keeps its length)",
+                                     group="limit")
+    weight_decay: float = knob(1e-5, "weight decay (the paper's: 1e-5)")
+    optimizer: str = knob("adamw", "adamw or lamb (the paper's)")
+    betas: tuple[float, float] = knob((0.9, 0.999), "Adam/LAMB betas")
+    eps: float = knob(1e-6, "Adam/LAMB epsilon")
+    schedule: str = knob("linear", "linear (the paper's), cosine or constant")
+    precision: str = knob("auto", "auto (bf16, else fp16, on CUDA; fp32 on CPU), fp32, bf16 or fp16")
+    grad_clip: float | None = knob(1.0, "max global gradient norm; 0 or None: no clipping")
+    seed: int = knob(0, "seed of the data order, the held-out split and the weights", resume=True)
+    # The temperature and the loss.
+    temperature: float = knob(1.0, "initial (learnable) or fixed temperature (the paper's start: 1.0)")
+    learnable_temperature: bool = knob(True, "learn the temperature (--fixed-temperature: do not)")
+    temperature_lr_scale: float = knob(1.0, "the temperature's lr = lr x this (see align_lite.optim)")
+    image_lr_scale: float = knob(1.0, "the image tower's lr = lr x this (see align_lite.optim)")
+    label_smoothing: float = knob(0.1, "label smoothing of the loss (the paper's: 0.1)")
+    loss_reduction: str = knob("sum", "sum (the paper's L_i2t + L_t2i) or mean of the two directions")
+    # Texts, images and towers.
+    text_length: int = knob(64, "tokens per alt-text (the paper's: 64)", resume=True)
+    vocab_size: int = knob(8_000, "word pieces learnt from the training texts (the paper's: 100 k)", resume=True)
+    augment: bool = knob(True, "random crops of pair-folder images (never flipped: captions say left and right; "
+                               "the world is never cropped)")
+    text_dropout: float | None = knob(None, "override the preset's BERT dropout")
+    text_pooling: str | None = knob(None, "override the preset's text pooling: cls or mean")
+    stochastic_depth: float | None = knob(None, "override the preset's EfficientNet drop-path rate")
+    # The generated world (when training on it).
+    world_n: int = knob(4096, "rows of the generated world", resume=True)
+    world_seed: int = knob(0, "seed of the generated world", resume=True)
+    world_noisy: bool = knob(False, "the noisy world (as scraped) instead of the clean one (also --noisy-world)",
+                             resume=True)
     # Hard-negative batches (align_lite.data.hard_negatives): the data's table columns that each
     # run of rows in a batch shares, and the column whose values differ within a run.
-    # () and None: plainly shuffled batches, as in the paper.
-    hard_negative_share: tuple[str, ...] = field(default=(), metadata=RESUME)
-    hard_negative_vary: str | None = field(default=None, metadata=RESUME)
-    eval_size: int = field(default=0, metadata=RESUME)  # held-out pairs for the built-in retrieval check (0: none)
-    eval_every: int = 0  # run the eval hooks every N steps (0: only at the end)
-    log_every: int = 10
-    ckpt_every: int = 0  # checkpoint every N steps (0: only at the end)
-    keep_checkpoints: int | None = None  # keep the newest N checkpoints (None: all)
-    num_workers: int = 0
-    gradient_checkpointing: bool = False
-    compile: bool = False  # torch.compile the model
-    channels_last: bool = True  # NHWC images and convolutions (~1.8x faster EfficientNet on CPU too)
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    tensorboard: bool = True  # write TensorBoard events when the package is installed
-    # Stop with a DataFormatError when more than this share of the rows is bad: rows dropped
-    # while reading the pair table, or images that had to be replaced (None: never stop).
-    max_bad_share: float | None = None
+    # () and None: plainly shuffled batches, as in the paper. The CLI sets both with --hard-negatives.
+    hard_negative_share: tuple[str, ...] = knob((), "columns each run of a batch shares", resume=True, cli=False)
+    hard_negative_vary: str | None = knob(None, "the column that varies within a run", resume=True, cli=False)
+    # Evaluation, logging, checkpoints.
+    eval_size: int = knob(0, "held-out pairs for the retrieval check (0: none)", resume=True)
+    eval_every: int = knob(0, "run the eval hooks every N steps (0: only at the end)")
+    log_every: int = knob(10, "log every N steps")
+    ckpt_every: int = knob(0, "checkpoint every N steps (0: at the end only)")
+    keep_checkpoints: int | None = knob(None, "keep the newest N checkpoints (default: all)")
+    # Where and how it runs.
+    num_workers: int = knob(0, "DataLoader worker processes")
+    gradient_checkpointing: bool = knob(False, "recompute activations in the backward pass (less memory)")
+    compile: bool = knob(False, "torch.compile the model")
+    channels_last: bool = knob(True, "NHWC images and convolutions (~1.8x faster EfficientNet, on CPU too)")
+    device: str = knob("auto", "auto, cpu, cuda, cuda:1, ...")
+    tensorboard: bool = knob(True, "write TensorBoard events when the package is installed")
+    max_bad_share: float | None = knob(None, "stop when more than this share (0..1) of the rows is unusable: dropped "
+                                             "while reading, or images replaced (default: never stop)")
 
     def __post_init__(self) -> None:
+        from align_lite.loss import LossConfig
+        from align_lite.models.text_tower import POOLINGS
+        from align_lite.optim import OPTIMIZERS, SCHEDULES
+
         positive = ("batch_size", "accum_steps", "max_steps", "text_length", "vocab_size", "world_n", "log_every")
         for name in positive:
             value = getattr(self, name)
@@ -163,14 +188,20 @@ class TrainConfig:
         return cls(**{**base, **overrides})
 
     def optimizer_config(self) -> OptimizerConfig:
+        from align_lite.optim import OptimizerConfig
+
         return OptimizerConfig(self.optimizer, self.lr, self.weight_decay, self.betas, self.eps,
                                self.temperature_lr_scale, self.image_lr_scale)
 
     def loss_config(self) -> LossConfig:
         """ALIGN's loss with this run's smoothing and reduction, gathered across processes."""
+        from align_lite.loss import LossConfig
+
         return LossConfig(self.label_smoothing, self.loss_reduction, gather=True)
 
     def lr_schedule(self) -> Schedule:
+        from align_lite.optim import Schedule
+
         return Schedule(self.schedule, self.warmup_steps, self.total_schedule_steps)
 
     def to_dict(self) -> dict:
