@@ -210,7 +210,8 @@ BOOK_MODEL_DIR = "emoji_model"
 
 def trained_emoji_model(config: TrainConfig = EMOJI_BOOK_MODEL, languages: Sequence[str] = EMOJI_BOOK_LANGUAGES,
                         kinds: Sequence[str] = EMOJI_BOOK_KINDS, corpus: EmojiCorpus | None = None,
-                        cache: bool = True, log_fns: Sequence[Any] = ()) -> tuple[torch.nn.Module, AltTextTokenizer, dict]:
+                        cache: bool = True,
+                        log_fns: Sequence[Any] = ()) -> tuple[torch.nn.Module, AltTextTokenizer, dict]:
     """(model, tokenizer, record) of ``config`` trained on the default split's pairs of
     ``languages`` × ``kinds``, cached like :func:`align_lite.experiments.trained_model` (keyed
     also by the corpus's ``MANIFEST.sha256``, the languages and the kinds), so that Chapters 4,
@@ -384,12 +385,13 @@ def noise_vs_scale(config: TrainConfig = EMOJI_RECIPE, corpus: EmojiCorpus | Non
 
 def runs_table(runs: Sequence[EmojiRun], languages: Sequence[str] = ("en",)) -> str:
     """A Markdown table of the runs' final scores on the held-out style (percent)."""
-    head = "| run | train pairs | steps | final σ | " + " | ".join(
-        f"T→I R@1 {lang} | T→I R@10 {lang} | I→T R@10 {lang}" for lang in languages) + " | T→I R@10, mean | zero-shot subgroup top-1 |"
+    per_language = " | ".join(f"T→I R@1 {lang} | T→I R@10 {lang} | I→T R@10 {lang}" for lang in languages)
+    head = f"| run | train pairs | steps | final σ | {per_language} | T→I R@10, mean | zero-shot subgroup top-1 |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for run in runs:
         s = run.curve[-1]
         cells = [f"{100 * s[f'{lang}/{k}']:.1f}" for lang in languages for k in ("t2i_r1", "t2i_r10", "i2t_r10")]
+        means = f"{100 * s['mean/t2i_r10']:.1f} | {100 * s['zero_shot_subgroup_top1']:.1f}"
         lines.append(f"| {run.name} | {run.train_pairs:,} | {run.steps[-1]} | {run.temperatures[-1]:.4f} | "
-                     + " | ".join(cells) + f" | {100 * s['mean/t2i_r10']:.1f} | {100 * s['zero_shot_subgroup_top1']:.1f} |")
+                     + " | ".join(cells) + f" | {means} |")
     return "\n".join(lines)

@@ -137,7 +137,8 @@ def emoji_eval_set(image_size: int = 64, level: str = "category", max_images: in
     return EvalSet(pixels, texts, torch.tensor(owner), torch.as_tensor(ids[:n]), tuple(classnames), {}, names)
 
 
-def evaluate(model: torch.nn.Module, tokenize: Callable, data: EvalSet, templates: Sequence[str] = ("a photo of a {}.",),
+def evaluate(model: torch.nn.Module, tokenize: Callable, data: EvalSet,
+             templates: Sequence[str] = ("a photo of a {}.",),
              ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Recall@k both ways over all images and captions, and, when ``data`` has classes, zero-shot
     top-1/top-5 over its labelled images. Numbers in [0, 1], plus the set's sizes."""

@@ -80,8 +80,8 @@ def number_prompts(classname: str, max_count: int = WorldConfig().max_count) -> 
 class WorldEval:
     """Held-out images of a world with their captions and (for one-kind scenes) classes.
 
-    ``pixels`` (N, 3, S, S) in [-1, 1], drawn uncropped (:func:`~align_lite.evaluate.world_eval_set`); ``texts`` the N captions;
-    ``labels`` (N,) class indices into :data:`CLASSNAMES`, -1 for two-kind scenes (left out of
+    ``pixels`` (N, 3, S, S) in [-1, 1], drawn uncropped (:func:`~align_lite.evaluate.world_eval_set`);
+    ``texts`` the N captions; ``labels`` (N,) class indices into :data:`CLASSNAMES`, -1 for two-kind scenes (left out of
     zero-shot, kept for retrieval)."""
 
     pixels: torch.Tensor
@@ -164,7 +164,8 @@ class WorldRows(torch.utils.data.Dataset):
 def world_rows(world: WorldConfig, image_size: int, rows: Sequence[int] | None = None) -> WorldRows:
     """A training set of ``rows`` of ``world`` (all rows if None), drawn uncropped at
     ``image_size`` and cached (as :func:`~align_lite.train.train` draws the world)."""
-    drawn = WorldDataset(world, image_size=image_size, transform=CropToPixels(world_transform_config(image_size)), cache=True)
+    crop = CropToPixels(world_transform_config(image_size))
+    drawn = WorldDataset(world, image_size=image_size, transform=crop, cache=True)
     return WorldRows(drawn, range(world.n) if rows is None else rows)
 
 
@@ -173,7 +174,8 @@ def run_experiment(name: str, config: TrainConfig, data: Any, eval_data: WorldEv
     """Train ``config`` on ``data`` and score on ``eval_data`` ``eval_points`` times along the way."""
     config = replace(config, eval_size=0, eval_every=max(1, config.max_steps // max(eval_points, 1)))
     if tokenizer is None:
-        tokenizer = train_tokenizer(data.texts, TokenizerConfig(vocab_size=config.vocab_size, max_length=config.text_length))
+        tok_config = TokenizerConfig(vocab_size=config.vocab_size, max_length=config.text_length)
+        tokenizer = train_tokenizer(data.texts, tok_config)
     curve: list[dict[str, float]] = []
 
     def hook(model, step):
@@ -184,7 +186,8 @@ def run_experiment(name: str, config: TrainConfig, data: Any, eval_data: WorldEv
     start = time.perf_counter()
     result = train(config, data, eval_fns=[hook], tokenizer=tokenizer)
     seconds = time.perf_counter() - start
-    final = curve[-1] if curve and curve[-1]["step"] == result.step else {"step": result.step, **hook(result.model, result.step)}
+    scored_last = curve and curve[-1]["step"] == result.step
+    final = curve[-1] if scored_last else {"step": result.step, **hook(result.model, result.step)}
     metrics = {k: v for k, v in final.items() if k != "step"}
     return RunSummary(name=name, config=config.to_dict(), metrics=metrics, steps=result.steps, losses=result.losses,
                       temperatures=result.temperatures, curve=curve, train_pairs=len(data), seconds=seconds)
@@ -217,7 +220,8 @@ def temperature_ablation(base: TrainConfig, eval_data: WorldEval | None = None,
     return variants(base, changes, eval_data, eval_points)
 
 
-def noisy_filtered_rows(world: WorldConfig, filters: FilterConfig = FilterConfig()) -> tuple[np.ndarray, dict[str, int]]:
+def noisy_filtered_rows(world: WorldConfig,
+                        filters: FilterConfig = FilterConfig()) -> tuple[np.ndarray, dict[str, int]]:
     """Rows of a (noisy) world kept by the paper's filters, and how many each rule dropped."""
     table = make_world_table(world)
     table = table.append_column("row", pa.array(np.arange(table.num_rows)))

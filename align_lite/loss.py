@@ -56,7 +56,8 @@ def _check_arguments(image_embeds: torch.Tensor, text_embeds: torch.Tensor, labe
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     if image_embeds.ndim != 2 or image_embeds.shape != text_embeds.shape or len(image_embeds) == 0:
         raise ValueError(
-            f"need matching, non-empty (N, D) embeddings, got {tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
+            f"need matching, non-empty (N, D) embeddings, got {tuple(image_embeds.shape)} and "
+            f"{tuple(text_embeds.shape)}"
         )
 
 
@@ -131,13 +132,16 @@ class ContrastiveLoss(nn.Module):
         super().__init__()
         self.config = config
 
-    def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
+                temperature: torch.Tensor | float) -> torch.Tensor:
         _check_arguments(image_embeds, text_embeds, self.config.label_smoothing, self.config.reduction)
         if not self.config.gather:
-            return contrastive_loss(image_embeds, text_embeds, temperature, self.config.label_smoothing, self.config.reduction)
+            return contrastive_loss(image_embeds, text_embeds, temperature, self.config.label_smoothing,
+                                    self.config.reduction)
         all_images, all_texts = gather_with_grad(image_embeds), gather_with_grad(text_embeds)
         offset = dist.get_rank() * len(image_embeds) if all_images is not image_embeds else 0
         targets = torch.arange(len(image_embeds), device=image_embeds.device) + offset
         logits_per_image = image_embeds @ all_texts.T / temperature  # (B, W·B)
         logits_per_text = text_embeds @ all_images.T / temperature  # (B, W·B)
-        return two_way_loss(logits_per_image, logits_per_text, targets, self.config.label_smoothing, self.config.reduction)
+        return two_way_loss(logits_per_image, logits_per_text, targets, self.config.label_smoothing,
+                            self.config.reduction)

@@ -159,4 +159,5 @@ def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule) -> tor
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "OptimizerConfig", "Schedule", "build_optimizer", "build_scheduler", "param_groups"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "OptimizerConfig", "Schedule", "build_optimizer", "build_scheduler",
+           "param_groups"]

@@ -229,7 +229,8 @@ def check_metadata(metadata: list[dict] | None, n: int) -> list[dict]:
             raise TypeError(f"metadata[{row}] must be a dict, got {type(entry).__name__}")
         for key in entry:
             if not isinstance(key, str) or key in RESERVED_KEYS:
-                raise ValueError(f"metadata[{row}] has key {key!r}; keys must be strings other than {sorted(RESERVED_KEYS)}")
+                raise ValueError(f"metadata[{row}] has key {key!r}; keys must be strings other than "
+                                 f"{sorted(RESERVED_KEYS)}")
         try:
             json.dumps(entry, allow_nan=False)
         except (TypeError, ValueError) as error:

@@ -93,7 +93,8 @@ def _scenes(data: EvalSet) -> list[dict]:
     return data.scenes
 
 
-def count_probe(model: torch.nn.Module, tokenize: Tokenize, data: EvalSet, max_count: int | None = None) -> ChoiceResult:
+def count_probe(model: torch.nn.Module, tokenize: Tokenize, data: EvalSet,
+                max_count: int | None = None) -> ChoiceResult:
     """Counting on the one-kind scenes of ``data``: which of "a red star" … "four red stars" fits?"""
     scenes = _scenes(data)
     keep = [i for i, s in enumerate(scenes) if s["relation"] is None]

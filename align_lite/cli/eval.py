@@ -29,11 +29,13 @@ def _add_eval(commands) -> None:
     p.add_argument("--data", default="world", help="'world' (default), 'emoji' (the shipped sample) or pair data")
     p.add_argument("--n", type=int, default=512, help="world: rows of the held-out world (default %(default)s)")
     p.add_argument("--captions", type=int, default=5,
-                   help="world: captions per image, its own plus paraphrases (default %(default)s, as in the benchmarks)")
+                   help="world: captions per image, its own plus paraphrases "
+                        "(default %(default)s, as in the benchmarks)")
     p.add_argument("--level", default="category", choices=("category", "subcategory"),
                    help="emoji: the classes for zero-shot (default %(default)s)")
     p.add_argument("--max-images", type=int, help="pair data: evaluate on the first N images")
-    p.add_argument("--templates", default="single", help="prompt set: single, imagenet_7, imagenet_80, world (default %(default)s)")
+    p.add_argument("--templates", default="single",
+                   help="prompt set: single, imagenet_7, imagenet_80, world (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=_run_eval)
 

@@ -142,4 +142,5 @@ def _run_search(args: argparse.Namespace) -> None:
         hits = index.search(query, k=args.k, filter=None if kind == "any" else f'kind == "{kind}"')[0]
     for rank, hit in enumerate(hits, 1):
         meta = hit.metadata
-        print(f"{rank:2d}. {hit.score:.3f}  {meta.get('kind', '?'):5s}  {meta.get('file_name', '')}  {meta.get('text', '')}")
+        kind, name, text = meta.get("kind", "?"), meta.get("file_name", ""), meta.get("text", "")
+        print(f"{rank:2d}. {hit.score:.3f}  {kind:5s}  {name}  {text}")

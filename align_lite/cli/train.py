@@ -134,7 +134,8 @@ def _add_recipes(commands) -> None:
         description="Each recipe is a TOML file of TrainConfig fields plus the global batch; "
                     "`align-lite train --config NAME` (or torchrun -m align_lite.train --config NAME) runs it.",
     )
-    p.add_argument("--devices", type=int, default=8, help="devices to split the global batch over (default %(default)s)")
+    p.add_argument("--devices", type=int, default=8,
+                   help="devices to split the global batch over (default %(default)s)")
     p.set_defaults(handler=_run_recipes)
 
 
@@ -148,7 +149,8 @@ def _run_recipes(args: argparse.Namespace) -> None:
             batch = recipe.arithmetic(args.devices)
         except ValueError as err:
             batch = f"(does not divide: {err})"
-        print(f"{name}: {recipe.description}\n  {t.get('optimizer')}, lr {t.get('lr')}, warm-up {t.get('warmup_steps'):,}, "
+        print(f"{name}: {recipe.description}\n  {t.get('optimizer')}, lr {t.get('lr')}, "
+              f"warm-up {t.get('warmup_steps'):,}, "
               f"{t.get('max_steps'):,} steps; {batch}\n  data: {recipe.data}\n  from: {recipe.source}")
 
 
@@ -244,7 +246,8 @@ def _print_result(result) -> None:
     last = next((r for r in reversed(result.history) if "loss" in r), {})
     summary = f"trained {result.step} steps"
     if last:
-        summary += f": loss {last['loss']:.4f}, temperature {last['temperature']:.4f}, {last['images_per_s']:.0f} images/s"
+        summary += (f": loss {last['loss']:.4f}, temperature {last['temperature']:.4f}, "
+                    f"{last['images_per_s']:.0f} images/s")
     if result.skipped_steps:
         summary += f" ({result.skipped_steps} steps skipped: non-finite loss or gradients)"
     print(summary)
@@ -293,7 +296,8 @@ def _add_experiment(commands) -> None:
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per run (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, help="peak learning rate (default: the cpu-tiny recipe's)")
-    p.add_argument("--world-n", type=int, default=4096, help="temperature: rows of the clean world (default %(default)s)")
+    p.add_argument("--world-n", type=int, default=4096,
+                   help="temperature: rows of the clean world (default %(default)s)")
     p.add_argument("--clean-n", type=int, default=1024, help="noise-scale: rows of the clean set (default %(default)s)")
     p.add_argument("--ratios", default="1,2,4,8", help="noise-scale: noisy set sizes as multiples of --clean-n")
     p.add_argument("--eval-n", type=int, default=512, help="held-out world rows (default %(default)s)")

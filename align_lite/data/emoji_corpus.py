@@ -2,8 +2,9 @@
 
 ``data_samples/emoji_corpus/`` holds every emoji that Google's Noto, Twitter's Twemoji and
 OpenMoji draw — base emoji and their skin-tone and gender variants — as 64×64 RGB images on
-white (one PNG sprite sheet per artist), and the alt-texts of ``emojibase-data`` 17.0.0: for each emoji, its label (CLDR short
-name) and its tags (keywords) in every locale of the package. Nobody drew or wrote any of it for
+white (one PNG sprite sheet per artist), and the alt-texts of ``emojibase-data`` 17.0.0: for each
+emoji, its label (CLDR short name) and its tags (keywords) in every locale of the package.
+Nobody drew or wrote any of it for
 this book, and it is noisy the way web alt-text is: generic tags ("face", "hand") shared by
 hundreds of images, one-word tags, eight scripts, three drawings of each concept.
 
@@ -13,9 +14,10 @@ see ``data_samples/README.md``):
 * ``images/<style>.png`` — the style's sprite sheet: image ``cell`` of the style sits at row
   ``cell // 64``, column ``cell % 64`` of 64-pixel cells (one file per artist, not 11,380).
 * ``metadata.jsonl`` — one row per image: ``file_name`` (``images/<style>/<hexcode>.png``, its
-  name in an ``imagefolder`` export), ``cell``, ``style``, ``hexcode``, ``emoji``, ``base`` (the entry a skin-tone variant belongs to),
-  ``concept`` (skin- and gender-neutral: 🙅‍♀️ and 🙅🏿 are both ``1F645``), ``skin_tone``,
-  ``gender``, ``group``, ``subgroup``, ``order``, ``text`` (the English label).
+  name in an ``imagefolder`` export), ``cell``, ``style``, ``hexcode``, ``emoji``, ``base`` (the
+  entry a skin-tone variant belongs to), ``concept`` (skin- and gender-neutral: 🙅‍♀️ and 🙅🏿 are
+  both ``1F645``), ``skin_tone``, ``gender``, ``group``, ``subgroup``, ``order``, ``text`` (the
+  English label).
   :func:`load_emoji_corpus_hf` exports it once as a Hugging Face ``imagefolder``.
 * ``alt_texts.jsonl.gz`` — one row per emoji: ``{"hexcode", "texts": {locale: {"label", "tags"}}}``.
 * ``messages.jsonl`` — one row per locale: its names of the groups, subgroups and skin tones

@@ -57,7 +57,9 @@ import pyarrow.compute as pc
 
 from align_lite.data.filter_report import FilterReport, FilterResult, RuleOutcome, report_by
 from align_lite.data.records import require_columns
-from align_lite.data.unigrams import TextBytes, Unigrams, encode, encode_unigrams, normalized_texts, text_bytes, unigrams
+from align_lite.data.unigrams import (
+    TextBytes, Unigrams, encode, encode_unigrams, normalized_texts, text_bytes, unigrams,
+)
 
 #: The table rules in the order they are attributed.
 RULES: tuple[str, ...] = (

@@ -128,7 +128,8 @@ def hf_pairs(
     log = log if log is not None else SkipLog()
     path = Path(name_or_path)
     if path.is_dir() and not load_kwargs.get("data_dir"):
-        dataset = datasets.load_dataset("imagefolder", data_dir=str(path), split=split, streaming=streaming, **load_kwargs)
+        dataset = datasets.load_dataset("imagefolder", data_dir=str(path), split=split, streaming=streaming,
+                                        **load_kwargs)
     else:
         dataset = datasets.load_dataset(name_or_path, split=split, streaming=streaming, **load_kwargs)
     features = dataset.features or {}

@@ -166,7 +166,8 @@ def decode_sample(raw: Sample, log: SkipLog) -> Sample | None:
     """A raw shard sample → ``{"image": PIL RGB, "text", "key", "url", "image_key"}``, or ``None``
     (counted in ``log``: ``missing_file``, ``empty_text``, ``corrupt_image``, ...).
 
-    ``image_key`` is the sha256 of the encoded image bytes (what :func:`~align_lite.data.stream_filter.count_pass` counts).
+    ``image_key`` is the sha256 of the encoded image bytes (what
+    :func:`~align_lite.data.stream_filter.count_pass` counts).
     """
     key = raw.get("__key__", "?")
     image_bytes = next((raw[e] for e in IMAGE_EXTENSIONS if e in raw), None)

@@ -176,8 +176,8 @@ class PretrainedAlign(nn.Module):
 
         ``local_files_only=None`` means True for an existing directory or in offline mode
         (``HF_HUB_OFFLINE=1``), else False. Extra ``kwargs`` go to ``AlignModel.from_pretrained``
-        (e.g. ``dtype``); ``cache_dir``, ``revision`` and ``token`` also go to the processor. The model is returned in eval mode on
-        ``device`` (default: where transformers put it, the CPU). Raises
+        (e.g. ``dtype``); ``cache_dir``, ``revision`` and ``token`` also go to the processor. The
+        model is returned in eval mode on ``device`` (default: where transformers put it, the CPU). Raises
         :class:`PretrainedUnavailableError` with instructions when it cannot be found.
         """
         from transformers import AlignModel, AlignProcessor

@@ -18,7 +18,8 @@ Shipped recipes (``list_recipes()``; load by name or by path with :func:`load_re
 
 One command per recipe::
 
-    torchrun --nproc_per_node 8 -m align_lite.train --config b3-mini-cc3m --data 'shards/{000000..000299}.tar' --out runs/b3
+    torchrun --nproc_per_node 8 -m align_lite.train --config b3-mini-cc3m \\
+        --data 'shards/{000000..000299}.tar' --out runs/b3
 """
 
 from __future__ import annotations

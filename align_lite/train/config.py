@@ -118,7 +118,8 @@ class TrainConfig:
         if self.schedule_steps is not None and self.schedule_steps < 1:
             raise ValueError(f"TrainConfig.schedule_steps must be >= 1 or None, got {self.schedule_steps}")
         if self.warmup_steps > self.total_schedule_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds the schedule ({self.total_schedule_steps} steps)")
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds the schedule "
+                             f"({self.total_schedule_steps} steps)")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"TrainConfig.max_seconds must be > 0 or None, got {self.max_seconds}")
         if self.optimizer not in OPTIMIZERS:

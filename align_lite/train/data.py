@@ -186,7 +186,8 @@ def _shard_datasets(config: TrainConfig, data: Any, train_tf, eval_tf) -> tuple[
     train_ds = ShardStream(train_shards, transform=train_tf, resample=True, seed=config.seed)
     eval_ds = []
     if held_out:  # every process reads the held-out shard whole (rank 0 of 1)
-        eval_ds = list(itertools.islice(ShardStream(held_out, transform=eval_tf, rank=0, world_size=1), config.eval_size))
+        held_out_stream = ShardStream(held_out, transform=eval_tf, rank=0, world_size=1)
+        eval_ds = list(itertools.islice(held_out_stream, config.eval_size))
     return train_ds, eval_ds, _lazy(lambda: stream_texts(train_shards, limit=TOKENIZER_TEXTS))
 
 
@@ -255,7 +256,8 @@ def _world_datasets(config: TrainConfig, world: WorldConfig | None, size: int) -
     uncropped; cached as uint8 when it fits (1 GiB), so that after the first epoch a step's data
     work is a copy and a tokenization. The eval dataset shares the cache."""
     if world is None:
-        world = (WorldConfig.noisy if config.world_noisy else WorldConfig.clean)(n=config.world_n, seed=config.world_seed)
+        make = WorldConfig.noisy if config.world_noisy else WorldConfig.clean
+        world = make(n=config.world_n, seed=config.world_seed)
     wcfg = world_transform_config(size)
     cache = world.n * 3 * wcfg.resize**2 <= WORLD_CACHE_BYTES
     transform = CropToPixels(wcfg) if cache else image_transform(wcfg)

@@ -237,7 +237,8 @@ class Trainer:
         self.train_ds, eval_ds, texts = build_dataset(config, data)
         self.streaming = isinstance(self.train_ds, torch.utils.data.IterableDataset)
         read_log = getattr(self.train_ds, "log", None)
-        self.dropped_while_reading = dict(read_log.counts) if isinstance(read_log, SkipLog) and not self.streaming else {}
+        counted = isinstance(read_log, SkipLog) and not self.streaming
+        self.dropped_while_reading = dict(read_log.counts) if counted else {}
         dropped = sum(self.dropped_while_reading.values())
         self._check_bad_share(dropped, None if self.streaming else len(self.train_ds) + dropped,
                               "dropped while reading the pair table")
@@ -325,7 +326,8 @@ class Trainer:
         c = self.config
         mc = get_preset(c.model).with_vocab_size(self.tokenizer.vocab_size)
         if c.text_length > mc.text.max_position_embeddings:
-            raise ValueError(f"text_length {c.text_length} exceeds the model's {mc.text.max_position_embeddings} positions")
+            raise ValueError(f"text_length {c.text_length} exceeds the model's "
+                             f"{mc.text.max_position_embeddings} positions")
         if c.text_dropout is not None:
             mc = replace(mc, text=replace(mc.text, dropout=c.text_dropout))
         if c.text_pooling is not None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from align_lite.data.world.vocabulary import BACKGROUND_NAMES, COLOR_NAMES, NUMBER_WORDS, PLURALS, POSITIONS, RELATIONS, SHAPES, SIZES
+from align_lite.data.world.vocabulary import (
+    BACKGROUND_NAMES, COLOR_NAMES, NUMBER_WORDS, PLURALS, POSITIONS, RELATIONS, SHAPES, SIZES,
+)
 
 
 _LEADS = (  # "" twice: a third of captions start with the noun phrase (or "there is/are")

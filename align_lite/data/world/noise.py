@@ -8,7 +8,9 @@ import string
 
 import numpy as np
 
-from align_lite.data.world.vocabulary import BOILERPLATE, COLOR_NAMES, NOISE_KINDS, NUMBER_WORDS, PLURALS, SEO_WORDS, SHAPES
+from align_lite.data.world.vocabulary import (
+    BOILERPLATE, COLOR_NAMES, NOISE_KINDS, NUMBER_WORDS, PLURALS, SEO_WORDS, SHAPES,
+)
 
 
 def noisy_texts(
