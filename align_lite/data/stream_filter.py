@@ -35,13 +35,13 @@ Sample = dict[str, Any]
 
 
 def words_of(text: str, segment_unspaced: bool = True) -> list[str]:
-    """The unigrams of an alt-text, as filters.py counts them (:func:`~align_lite.data.filters.unigrams`:
+    """The unigrams of an alt-text, as the filters count them (:func:`~align_lite.data.unigrams.unigrams`:
     lower-cased, split on non-word characters, words of unspaced scripts split by ICU)."""
     return unigrams(text, segment_unspaced)
 
 
 def normalized_text(text: str) -> str:
-    """The key under which alt-texts are compared (filters.py's convention)."""
+    """The key under which alt-texts are compared (:mod:`align_lite.data.unigrams`' convention)."""
     return " ".join(words_of(text))
 
 
