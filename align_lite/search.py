@@ -403,8 +403,9 @@ class VectorIndex:
             raise ValueError(f"{len(present)} id(s) already in the index, e.g. {present[:10]}{hint}")
         keys = set().union(*metadata)
         if self.metadata_keys is not None and not keys <= self.metadata_keys:
-            self._store_keys(self.metadata_keys | keys)  # before the rows: a filter on them is never refused
-            self.metadata_keys = self.metadata_keys | keys
+            merged = self.metadata_keys | keys
+            self._store_keys(merged)  # before the rows: a filter on them is never refused
+            self.metadata_keys = merged
         build_now = self.index_type in ANN_INDEX_TYPES and not is_server_uri(self.uri)
         if build_now:
             self.client.release_collection(self.collection)  # no background index builds meanwhile

@@ -16,6 +16,7 @@ with its reason) and that no byte of the file outside the folder reaches any out
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -111,7 +112,7 @@ def build_hostile_folder(parent: Path) -> HostileFolder:
 def align_lite(*args: str | Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``align-lite ARGS`` in a fresh Python process (what a user's shell would do)."""
     return subprocess.run([sys.executable, "-m", "align_lite.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env={**__import__("os").environ, "ALIGN_PROGRESS": "0"})
+                          text=True, timeout=timeout, env={**os.environ, "ALIGN_PROGRESS": "0"})
 
 
 def run_all(folder: HostileFolder, work: Path) -> dict[str, dict]:

@@ -3,6 +3,7 @@ traceback, every input line accounted for by reason, nothing outside the folder 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
     run = [sys.executable, "-m", "align_lite.cli", "train", "--preset", "tiny", "--world-n", "256",
            "--batch-size", "16", "--eval-size", "0", "--max-steps", "20", "--ckpt-every", "5",
            "--text-length", "16", "--no-tensorboard", "--log-every", "5"]
-    env = {**__import__("os").environ, "ALIGN_PROGRESS": "0"}
+    env = {**os.environ, "ALIGN_PROGRESS": "0"}
     whole = subprocess.run([*run, "--out", str(tmp_path / "whole")], capture_output=True, text=True, env=env,
                            timeout=600)
     assert whole.returncode == 0, whole.stderr[-2000:]

@@ -44,7 +44,7 @@ def open_rgb(source: str | Path | bytes, name: str | None = None) -> Image.Image
     ``zero_size_image``) instead of letting a decoder error escape.
     """
     name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
-    raw = _read_bytes(source, name)
+    raw = read_image_bytes(source, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -57,7 +57,12 @@ def open_rgb(source: str | Path | bytes, name: str | None = None) -> Image.Image
     return to_rgb(image)
 
 
-def _read_bytes(source: str | Path | bytes, name: str) -> bytes:
+def read_image_bytes(source: str | Path | bytes, name: str) -> bytes:
+    """The encoded bytes of ``source`` (a path, or bytes as they are), undecoded.
+
+    Raises:
+        BadImageError: ``missing_file`` (cannot be read) or ``empty_file`` (0 bytes).
+    """
     if isinstance(source, bytes):
         raw = source
     else:
@@ -103,7 +108,7 @@ class ImageFacts:
 
 def probe_image(path: str | Path) -> tuple[ImageFacts, Image.Image]:
     """Decode ``path`` fully; return its size and content hash, and the RGB image."""
-    raw = _read_bytes(path, str(path))
+    raw = read_image_bytes(path, str(path))
     image = open_rgb(raw, name=str(path))
     return ImageFacts(image.width, image.height, hashlib.sha256(raw).hexdigest()), image
 

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from align_lite.data.images import BadImageError, open_rgb, to_rgb
+from align_lite.data.images import BadImageError, open_rgb, read_image_bytes, to_rgb
 from align_lite.data.records import SkipLog, read_pairs, resolve_inside, write_pairs
 from align_lite.progress import progress
 
@@ -238,15 +238,18 @@ def write_webdataset(
             if path is None:
                 log.skip("unsafe_file_name", f"row {i}: {name!r} leads outside the data set")
                 continue
+            if verdicts.get(name) is not None:  # the same bad image in an earlier row
+                log.skip(verdicts[name], f"row {i}: {name} (seen before)")
+                continue
             try:
-                raw = _read_checked(path, name, check_images and name not in verdicts)
+                raw = read_image_bytes(path, name)
+                if check_images and name not in verdicts:  # each distinct image is decoded once
+                    open_rgb(raw, name=name)
             except BadImageError as err:
                 verdicts[name] = err.reason
                 log.skip(err.reason, f"row {i}: {err.detail}")
                 continue
-            if verdicts.setdefault(name, None) is not None:  # the same bad image in another row
-                log.skip(verdicts[name], f"row {i}: {name} (seen before)")
-                continue
+            verdicts[name] = None
             ext = Path(name).suffix.lstrip(".").lower() or "png"
             ext = "jpg" if ext == "jpeg" else ext
             sample = {"__key__": f"{i:09d}", ext: raw,
@@ -255,23 +258,6 @@ def write_webdataset(
             if sink.fname and sink.fname not in written:
                 written.append(sink.fname)
     return written
-
-
-def _read_checked(path: Path, name: str, decode: bool) -> bytes:
-    """The bytes of the image at ``path``; with ``decode``, only once they decode fully.
-
-    Raises:
-        BadImageError: missing, empty, or (``decode``) not a usable image.
-    """
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise BadImageError("missing_file", f"{name}: {err.strerror or err}") from err
-    if not raw:
-        raise BadImageError("empty_file", f"{name}: 0 bytes")
-    if decode:
-        open_rgb(raw, name=name)
-    return raw
 
 
 def to_pair_folder(samples: Iterator[Sample], out_dir: str | Path, image_format: str = "png") -> Path:

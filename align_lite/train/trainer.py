@@ -777,13 +777,14 @@ def _remove_half_made_run(out_dir: Path, existed: bool) -> None:
     (metrics and a config without weights only mislead); process 0 only, like every write."""
     if int(os.environ.get("RANK", "0")) != 0 or not out_dir.is_dir() or find_checkpoints(out_dir):
         return
-    for entry in out_dir.iterdir():  # the folder itself stays if the user made it (empty)
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink()
     if not existed:
-        out_dir.rmdir()
+        shutil.rmtree(out_dir, ignore_errors=True)
+    else:  # the user made the (empty) folder: it stays, emptied
+        for entry in out_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
     _notice(f"the run failed before its first checkpoint: removed what it wrote to {out_dir}")
 
 
