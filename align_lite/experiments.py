@@ -8,10 +8,11 @@
 
 Every run is scored on one held-out :class:`WorldEval` set (a world drawn with another seed):
 zero-shot top-1/top-5 over the 64 "colour shape" classes, on scenes that show one kind of object
-(a scene "a red star left of a blue heart" has no single right class), and top-1 retrieval both
-ways on the held-out captions (a hit is any caption equal to the query's: the world repeats
-captions). Results are :class:`RunSummary` records, saved and loaded as JSON so that a chapter can
-show a recorded full-size run beside a short live one.
+(a scene "a red star left of a blue heart" has no single right class), and Recall@1 both ways on
+its 512 captions (:func:`~align_lite.retrieval.retrieval_recall`: a hit is the pair's own
+partner, the paper's definition; the held-out world's captions are all distinct). Results are
+:class:`RunSummary` records, saved and loaded as JSON so that a chapter can show a recorded
+full-size run beside a short live one.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer
 from align_lite.data.world import SHAPES, WorldConfig, WorldDataset, make_world_table
 from align_lite.evaluate import WORLD_CLASSNAMES, WORLD_EVAL_SEED, world_eval_set
 from align_lite.models import from_pretrained, get_preset, load_tokenizer, save_pretrained
-from align_lite.retrieval import caption_match_top1
+from align_lite.retrieval import retrieval_recall
 from align_lite.train import TrainConfig, train, world_transform_config
 from align_lite.world_probes import count_prompts
-from align_lite.zero_shot import build_classifier, classifier_from_prompts, embed_images, topk_accuracy
+from align_lite.zero_shot import (build_classifier, classifier_from_prompts, embed_images, embed_texts,
+                                  topk_accuracy)
 
 CLASSNAMES = WORLD_CLASSNAMES  # the 64 "colour shape" classes, colour-major
 TEMPLATES = ("a photo of a {}",)
@@ -104,9 +106,11 @@ def score_world(model: torch.nn.Module, tokenizer, data: WorldEval) -> dict[str,
     """Scores in [0, 1]: zero-shot top-1/top-5 over :data:`CLASSNAMES` with the single prompt
     :data:`TEMPLATES`, and how often its top-1 class has the right colour and the right shape
     (chance 1/8 each); zero-shot top-1 with the :func:`number_prompts` ensemble
-    (``zero_shot_numbers_top1``); top-1 retrieval both ways."""
+    (``zero_shot_numbers_top1``); Recall@1 both ways over all N pairs (``i2t_r1``, ``t2i_r1``:
+    :func:`~align_lite.retrieval.retrieval_recall`, only the pair's own partner is a hit)."""
     keep = data.classified
-    images = embed_images(model, data.pixels[keep])  # (M, D)
+    all_images = embed_images(model, data.pixels)  # (N, D)
+    images = all_images[keep]  # (M, D)
     scores = images @ build_classifier(model, tokenizer, CLASSNAMES, TEMPLATES).T  # (M, 64)
     labels = data.labels[keep]
     top = topk_accuracy(scores, labels, (1, 5))
@@ -117,9 +121,8 @@ def score_world(model: torch.nn.Module, tokenizer, data: WorldEval) -> dict[str,
            "colour_top1": (predicted // n_shapes == labels // n_shapes).float().mean().item(),
            "shape_top1": (predicted % n_shapes == labels % n_shapes).float().mean().item(),
            "zero_shot_numbers_top1": topk_accuracy(numbers, labels, (1,))[1]}
-    batch = {"image": data.pixels, "text": data.texts, **tokenizer(data.texts)}
-    retrieval = caption_match_top1(model, batch, next(model.parameters()).device)
-    out.update(i2t_r1=retrieval["eval_i2t_top1"], t2i_r1=retrieval["eval_t2i_top1"])
+    texts = embed_texts(model, tokenizer, data.texts)  # (N, D), caption j belongs to image j
+    out.update(retrieval_recall(all_images, texts, torch.arange(len(data.texts)), ks=(1,)))
     return out
 
 

@@ -7,7 +7,7 @@ Trains ``TrainConfig.cpu_tiny()`` on the clean generated world for ``--seconds``
 (the loop's wall clock: data, forward, backward, update; the tokenizer and the world's table are
 made before the clock starts), pausing at ``--checkpoints`` evenly spaced points to score the model
 on a held-out world (:class:`align_lite.experiments.WorldEval`: zero-shot top-1/top-5 over the 64
-"colour shape" classes on one-kind scenes, and top-1 retrieval both ways). Evaluation time is
+"colour shape" classes on one-kind scenes, and Recall@1 both ways). Evaluation time is
 excluded from the training clock. Writes ``quality_per_minute.md`` and ``.json`` under
 ``book/appendix/generated/`` (``quality_per_minute_480s.*`` for a budget other than 120 s).
 Target (issue 4): top-1 >= 95 % within 120 s on 2 cores.

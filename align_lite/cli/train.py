@@ -287,7 +287,7 @@ def _add_experiment(commands) -> None:
     p = commands.add_parser(
         "experiment", help="Chapter 4's experiments: the temperature ablation, noise vs scale",
         description="Train the tiny model several times on the generated world and score each run on a "
-                    "held-out world (zero-shot top-1/top-5 over 64 classes, top-1 retrieval both ways). "
+                    "held-out world (zero-shot top-1/top-5 over 64 classes, Recall@1 both ways). "
                     "'temperature': fixed 1/128, 1/64, 1/32 and learnable from 1.0 (paper Table 8). "
                     "'noise-scale': a clean set against noisy sets 1x-8x its size after the paper's filters, "
                     "same steps (paper Tables 9/10). Prints a Markdown table; --out also writes JSON.",
