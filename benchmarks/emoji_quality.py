@@ -148,7 +148,8 @@ def markdown(result: dict, threads: int) -> str:
     runs, n = result["runs"], result["eval_images"]
     lines = [
         f"Quality on real alt-text: `EMOJI_RECIPE` (tiny preset, batch {result['config']['batch_size']}) trained on "
-        f"the emoji corpus's Noto + OpenMoji pairs, {threads} threads, {platform.machine()}, torch {torch.__version__}. "
+        f"the emoji corpus's Noto + OpenMoji pairs, {threads} threads, {platform.machine()}, "
+        f"torch {torch.__version__}. "
         f"Scored on the held-out style, Twemoji ({n['held_out_style']:,} base emoji, never seen drawn this way; "
         f"{n['held_out_concepts']} of them of concepts never trained on), and, for comparison, on the training "
         f"style Noto ({n['train_style']:,} base emoji).",

@@ -39,7 +39,8 @@ def best_time(fn, repeats: int) -> float:
 
 def run(rows: int, repeats: int, scaled_k: int) -> dict:
     table = make_world_table(WorldConfig.noisy(n=rows, seed=0))
-    configs = {"paper (K = 100 M)": FilterConfig(), f"rare-token rule active (K = {scaled_k:,})": FilterConfig(rare_token_top_k=scaled_k)}
+    configs = {"paper (K = 100 M)": FilterConfig(),
+               f"rare-token rule active (K = {scaled_k:,})": FilterConfig(rare_token_top_k=scaled_k)}
     results = []
     for name, config in configs.items():
         apply_filters(table, config)  # warm-up

@@ -165,12 +165,14 @@ def to_markdown(folder: HostileFolder, results: dict[str, dict]) -> str:
         "",
         "| command | exit | traceback | s | accounted for |",
         "|---|---:|---|---:|---|",
-        f"| `data filter` | {results['data filter']['returncode']} | {'yes' if results['data filter']['traceback'] else 'no'} "
+        f"| `data filter` | {results['data filter']['returncode']} "
+        f"| {'yes' if results['data filter']['traceback'] else 'no'} "
         f"| {results['data filter']['seconds']:.1f} | {f['rows_in']} lines in = {f['kept']} kept + "
         f"{sum(f['bad_input'].values())} bad input ({reasons(f['bad_input'])}) + "
         f"{sum(f['removed'].values()) - sum(f['bad_input'].values())} removed by ALIGN's rules "
         f"({reasons({k: v for k, v in f['removed'].items() if v and k != 'bad_input'})}) |",
-        f"| `data shards` | {results['data shards']['returncode']} | {'yes' if results['data shards']['traceback'] else 'no'} "
+        f"| `data shards` | {results['data shards']['returncode']} "
+        f"| {'yes' if results['data shards']['traceback'] else 'no'} "
         f"| {results['data shards']['seconds']:.1f} | {s['packed']} packed + {sum(s['skipped'].values())} skipped "
         f"({reasons(s['skipped'])}) |",
         f"| `train` (3 steps) | {results['train']['returncode']} | {'yes' if results['train']['traceback'] else 'no'} "

@@ -7,7 +7,8 @@ clean world, AdamW): **end-to-end** takes every step's batch from the trainer's 
 or cache-hit, random crop, tokenize, pad to the batch's longest text), exactly as ``train()``
 does; **pre-loaded** builds the same number of batches first and then times only
 ``train_step`` on them. The two feeds alternate for ``--rounds`` rounds and the medians are
-compared, so that the machine's speed drifting (a shared or throttled CPU) hits both alike. The ratio end-to-end / pre-loaded is the input pipeline's efficiency
+compared, so that the machine's speed drifting (a shared or throttled CPU) hits both alike. The
+ratio end-to-end / pre-loaded is the input pipeline's efficiency
 (target in issue 4: >= 90 %). The world is drawn during the first epoch, so the end-to-end figure
 is reported both with and without that first pass. Writes ``input_pipeline.md``/``.json`` under
 ``book/appendix/generated/``.
@@ -67,8 +68,10 @@ def markdown(r: dict) -> str:
         "| feed | images/s | vs pre-loaded |",
         "|---|---|---|",
         f"| pre-loaded tensors (`train_step` only) | {r['preloaded_images_per_s']:.0f} | 100 % |",
-        f"| end-to-end, cached world (every epoch after the first) | {r['end_to_end_images_per_s']:.0f} | {100 * r['ratio']:.1f} % |",
-        f"| end-to-end, first epoch (drawing every image) | {r['first_epoch_images_per_s']:.0f} | {100 * r['ratio_first_epoch']:.1f} % |",
+        f"| end-to-end, cached world (every epoch after the first) | {r['end_to_end_images_per_s']:.0f} "
+        f"| {100 * r['ratio']:.1f} % |",
+        f"| end-to-end, first epoch (drawing every image) | {r['first_epoch_images_per_s']:.0f} "
+        f"| {100 * r['ratio_first_epoch']:.1f} % |",
         "",
         f"Target: end-to-end >= {100 * TARGET_RATIO:.0f} % of pre-loaded: **{'met' if met else 'not met'}** "
         f"({100 * r['ratio']:.1f} %).",

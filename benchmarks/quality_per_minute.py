@@ -71,17 +71,20 @@ def diagnose(model: torch.nn.Module, tokenizer, eval_data: WorldEval, objects: t
     for name, right in (("numbers", ensemble.argmax(1) == labels), ("true_number", true_number.argmax(1) == labels),
                         ("shape_probe", probe == labels % N_SHAPES)):
         out[name] = right.float().mean().item()
-        out[f"{name}_by_objects"] = {str(k): right[objects == k].float().mean().item() for k in objects.unique().tolist()}
+        out[f"{name}_by_objects"] = {str(k): right[objects == k].float().mean().item()
+                                     for k in objects.unique().tolist()}
     out["shape_right_numbers"] = (ensemble.argmax(1) % N_SHAPES == labels % N_SHAPES).float().mean().item()
     # rounded as the checkpoints' scores are, so that the tables agree to the last digit
-    out = {k: round(v, 4) if isinstance(v, float) else {key: round(x, 4) for key, x in v.items()} for k, v in out.items()}
+    out = {k: round(v, 4) if isinstance(v, float) else {key: round(x, 4) for key, x in v.items()}
+           for k, v in out.items()}
     out["probe_scenes"] = len(probe_train[1])
     return out
 
 
 def run(seconds: float, checkpoints: int, config: TrainConfig, probe_scenes: int = PROBE_SCENES) -> dict:
     data = world_rows(WorldConfig.clean(n=config.world_n, seed=config.world_seed), 64)
-    tokenizer = train_tokenizer(data.texts, TokenizerConfig(vocab_size=config.vocab_size, max_length=config.text_length))
+    tokenizer = train_tokenizer(data.texts,
+                                TokenizerConfig(vocab_size=config.vocab_size, max_length=config.text_length))
     held_out = world_eval_set(512, EVAL_SEED, 64)
     eval_data = WorldEval(held_out.pixels, held_out.texts, held_out.labels, EVAL_SEED)
     objects = torch.tensor([held_out.scenes[i]["count"] for i in eval_data.classified.tolist()])
@@ -97,7 +100,8 @@ def run(seconds: float, checkpoints: int, config: TrainConfig, probe_scenes: int
         marks.pop(0)
         scores = score_world(trainer.model, tokenizer, eval_data)
         trainer.model.train()
-        points.append({"seconds": round(trained, 1), "step": trainer.step, "temperature": trainer.model.temperature.item(),
+        points.append({"seconds": round(trained, 1), "step": trainer.step,
+                       "temperature": trainer.model.temperature.item(),
                        **{k: round(v, 4) for k, v in scores.items()}})
         print(json.dumps(points[-1]), flush=True)
     pixels, classes = one_kind_scenes(config.world_n, config.world_seed)  # the training world's one-kind scenes
@@ -112,7 +116,8 @@ def markdown(result: dict, threads: int) -> str:
     in_time = final["seconds"] <= TARGET_SECONDS + 1
     lines = [
         f"Quality per CPU minute: `TrainConfig.cpu_tiny()` (tiny preset, batch {result['config']['batch_size']}, "
-        f"lr {result['config']['lr']}) on the clean world, {threads} threads, {platform.processor() or platform.machine()}, "
+        f"lr {result['config']['lr']}) on the clean world, {threads} threads, "
+        f"{platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}. Held-out: {result['eval_images']} images, {result['eval_classified']} one-kind "
         "scenes scored zero-shot over 64 classes (chance 1.6 %; colour or shape right: chance 12.5 %).",
         "",
@@ -121,15 +126,17 @@ def markdown(result: dict, threads: int) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in result["points"]:
-        lines.append(f"| {p['seconds']:.0f} | {p['step']} | {p['temperature']:.3f} | {100 * p['zero_shot_top1']:.1f} % | "
-                     f"{100 * p['zero_shot_top5']:.1f} % | {100 * p['colour_top1']:.1f} % | {100 * p['shape_top1']:.1f} % | "
-                     f"{100 * p['zero_shot_numbers_top1']:.1f} % | {100 * p['i2t_r1']:.1f} % | {100 * p['t2i_r1']:.1f} % |")
+        columns = ("zero_shot_top1", "zero_shot_top5", "colour_top1", "shape_top1", "zero_shot_numbers_top1",
+                   "i2t_r1", "t2i_r1")
+        lines.append(f"| {p['seconds']:.0f} | {p['step']} | {p['temperature']:.3f} | "
+                     + "".join(f"{100 * p[key]:.1f} % | " for key in columns).rstrip())
     lines += [""]
     for key, how in (("zero_shot_numbers_top1", "number prompts"), ("zero_shot_top1", "single prompt")):
         if result.get("budget_seconds", TARGET_SECONDS) <= TARGET_SECONDS:
             met = in_time and final[key] >= TARGET_TOP1
-            lines.append(f"Target: zero-shot top-1 >= {100 * TARGET_TOP1:.0f} % after <= {TARGET_SECONDS:.0f} s, {how}: "
-                         f"**{'met' if met else 'not met'}** ({100 * final[key]:.1f} % after {final['seconds']:.0f} s).")
+            lines.append(f"Target: zero-shot top-1 >= {100 * TARGET_TOP1:.0f} % after <= {TARGET_SECONDS:.0f} s, "
+                         f"{how}: **{'met' if met else 'not met'}** "
+                         f"({100 * final[key]:.1f} % after {final['seconds']:.0f} s).")
         else:  # a longer budget: when (if ever) the target's accuracy is first reached
             first = next((p for p in result["points"] if p[key] >= TARGET_TOP1), None)
             best = max(p[key] for p in result["points"])
@@ -154,7 +161,8 @@ def diagnosis_markdown(result: dict) -> list[str]:
         + f" | {pct(d['numbers'])} |",
         "| the one prompt naming the true number | " + " | ".join(pct(d["true_number_by_objects"][k]) for k in ks)
         + f" | {pct(d['true_number'])} |",
-        "| shape only: linear probe on the image embeddings | " + " | ".join(pct(d["shape_probe_by_objects"][k]) for k in ks)
+        "| shape only: linear probe on the image embeddings | "
+        + " | ".join(pct(d["shape_probe_by_objects"][k]) for k in ks)
         + f" | {pct(d['shape_probe'])} |",
         "",
         f"The probe is a linear 8-way shape classifier on the frozen image embeddings, fitted on {d['probe_scenes']:,} "

@@ -17,8 +17,8 @@ shuffled batches instead of hard-negative ones (the paper's way), on the 32,768-
 helps the supervised tower, and with every caption cut to its colour and shape words ("red
 star", or "red star blue heart" for two kinds), which removes the other features a batch's pairs
 can be told apart by (count, size, position, background, wording): how much of the gap to the
-labels is {term}`feature suppression`, and how much of it do hard-negative batches close? Writes ``shape_learning.md`` / ``.json`` under
-``book/appendix/generated/``.
+labels is {term}`feature suppression`, and how much of it do hard-negative batches close? Writes
+``shape_learning.md`` / ``.json`` under ``book/appendix/generated/``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def supervised_run(lr: float, train: tuple, held_out: tuple, steps: int, marks: 
     """Image tower + linear head on shape labels; held-out accuracy at ``marks``."""
     torch.manual_seed(0)
     config = get_preset("tiny").image
-    net = nn.Sequential(ImageTower(config), nn.Linear(config.output_dim, N_SHAPES)).to(memory_format=torch.channels_last)
+    net = nn.Sequential(ImageTower(config), nn.Linear(config.output_dim, N_SHAPES))
+    net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP))
     pixels, labels = train
@@ -183,10 +184,12 @@ def to_markdown(summary: dict) -> str:
     d = summary["contrastive"]
     lines += ["", "The book's contrastive model (`experiments.trained_model()`, 600 steps) on the same scenes:", "",
               "| what | value |", "|---|---|",
-              f"| linear shape probe on its frozen image embeddings, held-out | {100 * d['image_probe_held_out']:.1f} % |",
+              "| linear shape probe on its frozen image embeddings, held-out "
+              f"| {100 * d['image_probe_held_out']:.1f} % |",
               f"| zero-shot shape right when the colour is given | {100 * d['zero_shot_shape_given_colour']:.1f} % |",
               f"| cosine of class prompts: same colour, other shape | {d['text_cos_same_colour_other_shape']:.3f} |",
-              f"| cosine of class prompts: same shape, other colour | {d['text_cos_same_shape_other_colour']:.3f} |", ""]
+              "| cosine of class prompts: same shape, other colour "
+              f"| {d['text_cos_same_shape_other_colour']:.3f} |", ""]
     big, cut, shuffled = (summary["contrastive_bigger_world"], summary["contrastive_cut_captions"],
                           summary["contrastive_shuffled"])
     lines += ["The same contrastive recipe, changed in one way each (the book's model for reference):", "",

@@ -161,7 +161,8 @@ def to_markdown(summary: dict) -> str:
              "optimizer | peak memory (GiB) | GFLOP/step | MFU |",
              "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary["results"]:
-        lines.append(f"| {r['preset']} | {r['parameters_m']:.1f} | {r['image_size']} | {r['batch']} | {r['precision']} | "
+        lines.append(f"| {r['preset']} | {r['parameters_m']:.1f} | {r['image_size']} | {r['batch']} "
+                     f"| {r['precision']} | "
                      f"{r['images_per_s']:.1f} | {r['step_ms']:.0f} | {r['data_ms']:.0f} | {r['forward_ms']:.0f} | "
                      f"{r['backward_ms']:.0f} | {r['optimizer_ms']:.0f} | {r['peak_memory_gib']:.2f} | "
                      f"{r['gflops_per_step']:.0f} | {100 * r['mfu']:.1f} % |")

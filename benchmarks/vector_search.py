@@ -178,7 +178,8 @@ def targets(summary: dict) -> tuple[bool, bool]:
 def to_markdown(summary: dict) -> str:
     r0 = summary["results"][0]
     lines = [
-        f"Vector search: {r0['queries']} queries, top-{r0['k']}, {VECTORS[summary.get('vectors', 'random')]}, D = {r0['dim']} "
+        f"Vector search: {r0['queries']} queries, top-{r0['k']}, "
+        f"{VECTORS[summary.get('vectors', 'random')]}, D = {r0['dim']} "
         f"({summary['machine']}; Python {summary['python']}, torch {summary['torch']}, "
         f"pymilvus {summary['pymilvus']}, milvus-lite {summary['milvus_lite']}, "
         f"faiss-cpu {summary.get('faiss_cpu', 'unknown')}). Search time is the median for the whole batch of "

@@ -20,7 +20,8 @@ def test_throughput_measures_every_phase_and_counts_flops():
     # tiny at 64 px: ~20 MFLOPs forward per pair, x3 for training. Counting the backward with
     # FlopCounterMode would give ~3x more (it counts depthwise-conv backward as dense).
     assert 0.03 < row["gflops_per_step"] / 4 < 0.12
-    assert 0 < row["mfu"] and 0.2 < row["parameters_m"] < 1.7  # tiny; the word-piece table is sized to the world's vocabulary
+    # tiny; the word-piece table is sized to the world's vocabulary
+    assert 0 < row["mfu"] and 0.2 < row["parameters_m"] < 1.7
     table = throughput.to_markdown({"device": "cpu", "torch": "x", "threads": 1, "peak_tflops": 1.0,
                                     "peak_is": "given", "results": [row]})
     assert f"| tiny | {row['parameters_m']:.1f} | 64 | 4 | fp32 |" in table
@@ -67,8 +68,8 @@ def test_tiny_recipe_undoes_one_departure_per_run_at_toy_size():
     from align_lite import experiments as ex
     from align_lite.train import TrainConfig
 
-    base = TrainConfig.cpu_tiny(max_steps=2, warmup_steps=1, world_n=64, batch_size=8, vocab_size=300, eval_size=0, eval_every=0,
-                                tensorboard=False)
+    base = TrainConfig.cpu_tiny(max_steps=2, warmup_steps=1, world_n=64, batch_size=8, vocab_size=300,
+                                eval_size=0, eval_every=0, tensorboard=False)
     for name, fields in tiny_recipe.UNDONE.items():  # every override names a real field with another value
         assert all(getattr(base, key) != value for key, value in fields.items()), name
     runs = tiny_recipe.ablation(base, ex.WorldEval.from_world(n=24), names=("recipe (cpu_tiny)", "[CLS] pooling"))
@@ -93,10 +94,14 @@ def test_quality_per_minute_scores_both_prompt_sets_and_judges_the_target():
     diagnosis, by_objects = result["diagnosis"], result["eval_by_objects"]
     assert diagnosis["numbers"] == pytest.approx(result["points"][-1]["zero_shot_numbers_top1"], abs=1e-4)
     assert sorted(by_objects) == ["1", "2", "3", "4"] and sum(by_objects.values()) == result["eval_classified"]
-    mean_by_objects = sum(diagnosis["numbers_by_objects"][k] * n for k, n in by_objects.items()) / result["eval_classified"]
+
+    def weighted(by_split):  # the per-split scores, weighted by each split's scene count
+        return sum(by_split[k] * n for k, n in by_objects.items()) / result["eval_classified"]
+
+    mean_by_objects = weighted(diagnosis["numbers_by_objects"])
     assert mean_by_objects == pytest.approx(diagnosis["numbers"], abs=1e-3)  # scores are rounded to 4 places
     assert 0 < diagnosis["probe_scenes"] < 64 and 0 <= diagnosis["shape_probe"] <= 1
-    probe_by_objects = sum(diagnosis["shape_probe_by_objects"][k] * n for k, n in by_objects.items()) / result["eval_classified"]
+    probe_by_objects = weighted(diagnosis["shape_probe_by_objects"])
     assert probe_by_objects == pytest.approx(diagnosis["shape_probe"], abs=1e-3)  # the same seeded probe, per split
     assert "| the one prompt naming the true number |" in table and "4 objects (" in table
     # a longer budget reports when the target accuracy is first reached, not met/not met at 120 s

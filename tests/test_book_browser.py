@@ -47,9 +47,11 @@ def built_book() -> Path:
     """``jupyter-book build . -W --keep-going`` from an empty ``_build``; returns the HTML folder."""
     pytest.importorskip("jupyter_book", reason="jupyter-book is not installed (pip install -e '.[book]')")
     shutil.rmtree(BUILD, ignore_errors=True)
-    command = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", ".", "-W", "--keep-going"]
+    command = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+               "build", ".", "-W", "--keep-going"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"book build failed (warnings are errors):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, (f"book build failed (warnings are errors):\n"
+                                  f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return BUILD / "html"
 
 
@@ -94,9 +96,11 @@ _BROKEN = """<!doctype html><html><head><title>broken</title></head><body>
 <script>console.error("boom")</script><script>undefined_function()</script>
 </body></html>"""
 
-_GOOD = """<!doctype html><html><head><title>good</title><link rel="icon" href="data:,"></head><body>
+_PIXEL = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJ"
+          "RU5ErkJggg==")  # a 1x1 PNG
+_GOOD = f"""<!doctype html><html><head><title>good</title><link rel="icon" href="data:,"></head><body>
 <h1 id="here">Good</h1>
-<img src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==">
+<img src="data:image/png;base64,{_PIXEL}">
 <a href="broken.html">back</a> <a href="https://colab.research.google.com/github/o/r/blob/main/good.ipynb">Colab</a>
 </body></html>"""
 

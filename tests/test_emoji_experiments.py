@@ -220,7 +220,8 @@ def test_the_book_model_is_trained_once_and_cached(corpus, tmp_path, monkeypatch
 
 def test_the_shipped_model_scores_what_its_record_says(corpus):
     model, tokenizer, record = ee.book_emoji_model()
-    assert record["corpus_manifest_sha256"] == hashlib.sha256((corpus.root / "MANIFEST.sha256").read_bytes()).hexdigest()
+    manifest = (corpus.root / "MANIFEST.sha256").read_bytes()
+    assert record["corpus_manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
     last = record["points"][-1]
     assert last["step"] == record["config"]["max_steps"] >= 10 * ee.EMOJI_BOOK_MODEL.max_steps  # far past the budget
     assert record["train_pairs"] == ee.train_pairs(corpus, EmojiSplit(), ["en"], ["label"]).num_rows

@@ -100,8 +100,8 @@ def test_temperature_ablation_changes_only_the_temperature(eval_data, tmp_path):
     assert runs[0].temperatures == pytest.approx([1 / 64] * 3)
     assert runs[1].temperatures[-1] != pytest.approx(1.0, abs=1e-4)  # learnt: σ moves (3 steps: either way)
     for r in runs:
-        assert set(r.metrics) == {"zero_shot_top1", "zero_shot_top5", "colour_top1", "shape_top1", "zero_shot_numbers_top1",
-                                   "i2t_r1", "t2i_r1"}
+        assert set(r.metrics) == {"zero_shot_top1", "zero_shot_top5", "colour_top1", "shape_top1",
+                                  "zero_shot_numbers_top1", "i2t_r1", "t2i_r1"}
         assert all(0.0 <= v <= 1.0 for v in r.metrics.values())
         assert r.curve[-1]["step"] == 3 and r.train_pairs == 64
         other = {k: v for k, v in r.config.items() if k not in ("temperature", "learnable_temperature")}

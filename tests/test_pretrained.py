@@ -255,7 +255,8 @@ def test_tiny_stand_in_loads_and_matches_alignmodel(tmp_path):
         out = wrapped(pixels, batch["input_ids"], batch["attention_mask"])
         expected = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixels)
     torch.testing.assert_close(out.logits_per_image, expected.logits_per_image)
-    assert wrapped.tokenize(["circle"])["input_ids"][0, 1] == wrapped.processor.tokenizer.convert_tokens_to_ids("circle")
+    circle = wrapped.processor.tokenizer.convert_tokens_to_ids("circle")
+    assert wrapped.tokenize(["circle"])["input_ids"][0, 1] == circle
 
 
 def test_encoders_give_unit_vectors_when_features_are_tiny(saved, wrapped, monkeypatch):
@@ -270,5 +271,6 @@ def test_encoders_give_unit_vectors_when_features_are_tiny(saved, wrapped, monke
     tiny_txt = txt / txt.norm(dim=-1, keepdim=True) * 1e-13
     monkeypatch.setattr(wrapped, "image_features", lambda pixels: tiny_img)
     monkeypatch.setattr(wrapped, "text_features", lambda ids, mask=None: tiny_txt)
-    torch.testing.assert_close(wrapped.encode_image(inputs["pixel_values"]), tiny_img / tiny_img.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(wrapped.encode_image(inputs["pixel_values"]),
+                               tiny_img / tiny_img.norm(dim=-1, keepdim=True))
     torch.testing.assert_close(wrapped.encode_text(inputs["input_ids"]), tiny_txt / tiny_txt.norm(dim=-1, keepdim=True))

@@ -56,7 +56,8 @@ def index(db, keys):
 @pytest.fixture
 def fresh(db, request):
     """An empty index of its own (a new collection in the same Milvus Lite database)."""
-    idx = VectorIndex(db, collection=f"t_{request.node.name.split('[')[0]}_{abs(hash(request.node.name)) % 10**6}", dim=4)
+    name = request.node.name
+    idx = VectorIndex(db, collection=f"t_{name.split('[')[0]}_{abs(hash(name)) % 10**6}", dim=4)
     yield idx
     if idx._client is not None:
         idx.drop()
@@ -78,7 +79,10 @@ def test_batched_queries_give_the_same_answer(index):
     # compute a batch of 4 queries with other kernels than a batch of 23 (seen: 1 ulp apart).
     queries = unit_vectors(23, D, seed=2).numpy()
     batched, whole = index.search(queries, k=3, batch_size=4), index.search(queries, k=3)
-    assert [[(h.id, h.metadata) for h in row] for row in batched] == [[(h.id, h.metadata) for h in row] for row in whole]
+    def ids_and_metadata(rows):
+        return [[(h.id, h.metadata) for h in row] for row in rows]
+
+    assert ids_and_metadata(batched) == ids_and_metadata(whole)
     torch.testing.assert_close(torch.tensor([[h.score for h in row] for row in batched]),
                                torch.tensor([[h.score for h in row] for row in whole]), atol=1e-6, rtol=0)
 

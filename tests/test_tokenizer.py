@@ -272,7 +272,8 @@ def test_the_same_texts_give_the_same_vocabulary_in_another_process(tmp_path):
     code = ("from align_lite.data.tokenizer import TokenizerConfig, train_tokenizer\n"
             "from align_lite.data.world import WorldConfig, make_world_table\n"
             "texts = make_world_table(WorldConfig.noisy(n=3000, seed=0))['text'].to_pylist()\n"
-            "import json, sys; json.dump(sorted(train_tokenizer(texts, TokenizerConfig(vocab_size=600)).tokenizer.get_vocab().items()), sys.stdout)")
+            "vocab = train_tokenizer(texts, TokenizerConfig(vocab_size=600)).tokenizer.get_vocab()\n"
+            "import json, sys; json.dump(sorted(vocab.items()), sys.stdout)")
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)]
     assert runs[0] == runs[1] and len(runs[0]) > 1000

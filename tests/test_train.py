@@ -238,7 +238,8 @@ def test_accumulation_replays_dropout_in_training_mode(shared_tokenizer):
     acc.train_step(micro)
     torch.manual_seed(123)
     outs = [reference(m["image"], m["input_ids"], m["attention_mask"]) for m in micro]
-    loss = acc.loss_fn(torch.cat([o.image_embeds for o in outs]), torch.cat([o.text_embeds for o in outs]), outs[0].temperature)
+    loss = acc.loss_fn(torch.cat([o.image_embeds for o in outs]), torch.cat([o.text_embeds for o in outs]),
+                       outs[0].temperature)
     loss.backward()
     assert_grads_close(grads(acc.model), grads(reference))
     # the no-gradient pass leaves batch-norm running statistics alone: one update per micro-batch

@@ -132,7 +132,8 @@ def test_hf_stream_splits_epochs_per_rank_and_worker(parquet_pairs):
     pairs = [s["text"] for s in two]
     assert len(pairs) == 96 and pairs[:48] != pairs[48:]  # each epoch shuffled anew
     first = HFStream(parquet_pairs, text_column="caption").texts(5)
-    assert len(first) == 5 and first[1].startswith("a ") and first[:2] == HFStream(parquet_pairs, text_column="caption").texts(2)
+    assert len(first) == 5 and first[1].startswith("a ")
+    assert first[:2] == HFStream(parquet_pairs, text_column="caption").texts(2)
     with pytest.raises(KeyError, match="no column"):
         HFStream(parquet_pairs, text_column="text")
 

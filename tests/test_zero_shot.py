@@ -62,7 +62,8 @@ def test_classifier_from_prompts_takes_any_number_of_prompts_per_class(model):
         mean = model.encode_text(encoded["input_ids"], encoded["attention_mask"]).mean(0)
         torch.testing.assert_close(classifier[c], F.normalize(mean, dim=0))
     # one prompt per class is build_classifier with one template
-    torch.testing.assert_close(classifier_from_prompts(model, tokenize, [["a photo of red star"], ["a photo of blue heart"]]),
+    one_prompt_each = [["a photo of red star"], ["a photo of blue heart"]]
+    torch.testing.assert_close(classifier_from_prompts(model, tokenize, one_prompt_each),
                                build_classifier(model, tokenize, ["red star", "blue heart"], ["a photo of {}"]))
     with pytest.raises(ValueError, match="every class"):
         classifier_from_prompts(model, tokenize, [["red star"], []])
