@@ -23,10 +23,8 @@ labels is {term}`feature suppression`, and how much of it do hard-negative batch
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +37,7 @@ from align_lite.models import get_preset
 from align_lite.models.image_tower import ImageTower
 from align_lite.train import TrainConfig, train
 from align_lite.zero_shot import build_classifier, embed_images
-from report import OUT_DIR, cpu_name, write_report  # benchmarks/report.py
+from report import cpu_name, experiment_args, write_report  # benchmarks/report.py
 
 SETTINGS = [  # (name, learning rate, rows of the training world)
     ("lr 1e-3 (the paper's), 4,096-row world", 1e-3, 4_096),
@@ -204,12 +202,7 @@ def to_markdown(summary: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=1_000)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=OUT_DIR)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = experiment_args(__doc__, steps=1_000)
     marks = sorted({m for m in (args.steps * 3 // 10, args.steps * 6 // 10, args.steps) if m > 0})
     held_out_pixels, held_out_classes = one_kind_scenes(1024, EVAL_SEED)
     held_out = (held_out_pixels, held_out_classes % N_SHAPES)

@@ -15,17 +15,14 @@ and ``.json`` under ``book/appendix/generated/``.
 
 from __future__ import annotations
 
-import argparse
-import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 
 from align_lite import experiments as ex
 from align_lite.train import TrainConfig
-from report import OUT_DIR  # benchmarks/report.py
+from report import experiment_args  # benchmarks/report.py
 
 SHUFFLED = {"hard_negative_share": (), "hard_negative_vary": None}
 UNDONE = {  # run name -> the fields that undo one departure
@@ -53,13 +50,7 @@ def markdown(runs: list[ex.RunSummary], steps: int, threads: int, seconds: float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=OUT_DIR)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("ALIGN_PROGRESS", "0")
+    args = experiment_args(__doc__, steps=600)
     base = TrainConfig.cpu_tiny(max_steps=args.steps, eval_size=0, eval_every=0, log_every=max(1, args.steps // 30),
                                 tensorboard=False)
     eval_data = ex.WorldEval.from_world()
