@@ -64,7 +64,41 @@ def test_notebook_is_executed_and_has_summary_and_exercises(path):
     assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
     text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert "## Summary" in text and "## Exercises" in text and ":class: dropdown" in text
-    assert sum("# NBVAL_CHECK_OUTPUT" in "".join(c["source"]) for c in code) >= 3
+    assert sum("nbval-check-output" in c["metadata"].get("tags", []) for c in code) >= 3
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_test_markers_are_cell_tags_not_visible_comments(path):
+    """nbval's markers live in the cells' tags: a reader of the rendered page never sees them."""
+    nb = json.loads(path.read_text())
+    visible = [i for i, c in enumerate(nb["cells"]) if "NBVAL" in "".join(c["source"]).upper()]
+    assert not visible, f"cells {visible} show an NBVAL comment; tag them nbval-check-output instead"
+
+
+NBVAL_PROBE = {"cells": [{"cell_type": "code", "execution_count": 1, "id": "probe", "metadata": {"tags": []},
+                          "outputs": [{"name": "stdout", "output_type": "stream", "text": ["2\n"]}],
+                          "source": ["print(1 + 1)"]}],
+               "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+               "nbformat": 4, "nbformat_minor": 5}
+
+
+@pytest.mark.parametrize("tags, stored, passes", [(["nbval-check-output"], "2\n", True),
+                                                  (["nbval-check-output"], "3\n", False),
+                                                  ([], "3\n", True)])
+def test_nbval_lax_compares_exactly_the_tagged_cells(tmp_path, tags, stored, passes):
+    """The tag does what the book relies on: under --nbval-lax a tagged cell's stored output must
+    match a fresh run, and an untagged cell's need not."""
+    import copy
+    import subprocess
+    import sys
+
+    nb = copy.deepcopy(NBVAL_PROBE)
+    nb["cells"][0]["metadata"]["tags"] = tags
+    nb["cells"][0]["outputs"][0]["text"] = [stored]
+    (tmp_path / "probe.ipynb").write_text(json.dumps(nb))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
+                           "probe.ipynb"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert (done.returncode == 0) == passes, done.stdout[-2000:]
 
 
 def test_toc_lists_existing_files_and_every_chapter_notebook():
