@@ -4,10 +4,13 @@ says what it shows. Static checks over the stored notebooks; they run in a secon
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 import pytest
+
+import book_numbers  # tests/book_numbers.py
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((REPO / "book").glob("*.ipynb"))
@@ -69,3 +72,90 @@ def test_figure_rule_catches_what_it_should(source, problem):
 def test_two_figures_need_two_titles():
     assert figure_problem("plt.title('query'); image_grid(views)", figures=2) == "2 figures, fewer titles"
     assert figure_problem("plt.title('query'); image_grid(views, title='results')", figures=2) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers in the prose (issue 20): glued from the outputs, the paper's, or a checked definition
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stem", book_numbers.CHECKED)
+def test_prose_quotes_no_hand_copied_number(stem):
+    found = book_numbers.unexplained_numbers(REPO / "book" / f"{stem}.ipynb")
+    assert not found, "glue these or define them in tests/book_numbers.py:\n" + "\n".join(
+        f"  cell {i}: {number!r} in …{context}…" for i, number, context in found)
+
+
+def torchvision_parameters(name: str) -> int:
+    """Parameters of a torchvision classification model, counted on the meta device."""
+    import torch
+    import torchvision
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in getattr(torchvision.models, name)().parameters())
+
+
+def definition_namespace() -> dict:
+    import numpy as np
+    from transformers import BertConfig
+
+    from align_lite.data.emoji_corpus import load_emoji_corpus
+    from align_lite.data.images import ImageTransformConfig
+    from align_lite.data.world import WorldConfig
+    from align_lite.models import VARIANTS, ImageTowerConfig
+
+    return {"math": math, "np": np, "BertConfig": BertConfig, "load_emoji_corpus": load_emoji_corpus,
+            "ImageTransformConfig": ImageTransformConfig, "WorldConfig": WorldConfig, "VARIANTS": VARIANTS,
+            "ImageTowerConfig": ImageTowerConfig, "torchvision_parameters": torchvision_parameters}
+
+
+@pytest.mark.parametrize("stem, written, expression", [
+    (stem, written, expression) for stem, table in book_numbers.DEFINITIONS.items()
+    for written, expression in table.items()])
+def test_each_definition_computes_the_number_the_prose_writes(stem, written, expression):
+    """A definition is the number to the precision the prose writes it: "0.09" is anything that
+    rounds to 0.09, "1,878" exactly 1878."""
+    value = float(eval(expression, definition_namespace()))  # the expressions are this repo's own
+    text = written.replace(",", "").rstrip(".")
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    assert round(value, decimals) == pytest.approx(float(text)), f"{expression} = {value}, the prose says {written}"
+
+
+def test_paper_facts_copy_matches_the_shared_file():
+    shared = REPO.parent / "shared" / "align_paper_facts.md"
+    if not shared.is_file():
+        pytest.skip("../shared/align_paper_facts.md is not beside this checkout (a clean CI clone)")
+    assert book_numbers.PAPER_FACTS.read_text() == shared.read_text(), "copy the shared facts file again"
+
+
+def test_number_scan_ignores_glue_math_and_code_and_flags_the_rest(tmp_path):
+    cell = ("Top-1 is {glue:text}`top1:.1f` %, $N = 16{,}384$ and `range(1, 4096)`; Chapter 12 and "
+            "Table 8; the run took 42 s, lost 3 % and kept 2 of 16,384 (the paper's batch).")
+    notebook = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": [cell]}]}
+    path = tmp_path / "toy.ipynb"
+    path.write_text(json.dumps(notebook))
+    assert [number for _, number, _ in book_numbers.unexplained_numbers(path)] == ["42", "3"]
+
+
+def glue_keys(path: Path) -> set[str]:
+    """The keys a stored notebook glued (MyST-NB keeps them in the outputs' metadata)."""
+    cells = json.loads(path.read_text())["cells"]
+    return {o["metadata"]["scrapbook"]["name"] for c in cells for o in c.get("outputs", [])
+            if "scrapbook" in o.get("metadata", {})}
+
+
+GLUE_REF = re.compile(r"\{glue(?::[a-z]+)?\}`([^`:]+?)(?:::([^`:]+))?(?::[^`]*)?`")
+
+
+def test_every_glue_reference_names_a_stored_key():
+    """What the book build would warn about, found in a second: each {glue:…}`key` of a chapter
+    is a key that chapter stored, and each `NB.ipynb::key` of the other pages one that NB stored."""
+    missing = []
+    for page in [*CHAPTERS, *sorted((REPO / "book").rglob("*.md"))]:
+        source = page.read_text() if page.suffix == ".md" else "".join(
+            "".join(c["source"]) for c in json.loads(page.read_text())["cells"] if c["cell_type"] == "markdown")
+        for first, second in GLUE_REF.findall(source):
+            notebook, key = (page, first) if not second else (page.parent / first, second)
+            if notebook.suffix != ".ipynb" or key not in glue_keys(notebook):
+                missing.append(f"{page.name}: {first}{'::' + second if second else ''}")
+    assert not missing, missing

@@ -1,0 +1,119 @@
+"""Where the numbers in the book's prose come from (issue 20).
+
+A number a chapter's Markdown quotes is either
+
+* **glued**: inserted from the stored outputs with MyST-NB's ``{glue:text}`` (not seen here:
+  glue roles are removed before scanning);
+* **a figure of the paper**: it appears in ``tests/data/align_paper_facts.md``, the copy of
+  ``../shared/align_paper_facts.md`` kept in the repository;
+* **a definition**: on :data:`DEFINITIONS` for that chapter, with an expression that computes it
+  from the package or from first principles, so that the list cannot drift from the code;
+* or a small count (one digit, not a percentage), a chapter, table, section, solution or
+  exercise number.
+
+Everything else is a hand-copied number, and :func:`unexplained_numbers` reports it.
+
+    python tests/book_numbers.py book/07_scaling.ipynb     # list what a chapter quotes by hand
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_FACTS = REPO / "tests" / "data" / "align_paper_facts.md"
+NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?!\w)")
+
+# Chapters whose prose has been through the glue pass; the test covers exactly these.
+CHECKED = ("01_noisy_alt_text", "02_towers", "03_contrastive_loss", "07_scaling")
+
+# Per chapter: the number as the prose writes it -> a Python expression that must equal it
+# (evaluated by tests/test_book_pages.py with align_lite importable).
+DEFINITIONS: dict[str, dict[str, str]] = {
+    "01_noisy_alt_text": {
+        "28": "len(load_emoji_corpus().languages)",
+        "1,001": "WorldConfig().noise.hub_alt_texts",
+        "77,": "ImageTransformConfig.tiny(64).resize",
+    },
+    "02_towers": {
+        "800": "VARIANTS['l2'].resolution",
+        "0.02": "BertConfig().initializer_range",               # BERT's initialisation
+        "66.35": "torchvision_parameters('efficientnet_b7') / 1e6",
+        "12.23": "torchvision_parameters('efficientnet_b3') / 1e6",
+        "512": "ImageTowerConfig.from_variant('b5').native_dim",
+        "1,878": "(144 * 6 + 6) + (6 * 144 + 144)",             # Solution 1's two 1×1 convolutions
+        "0.09": "1 / math.sqrt(128)",                             # 1/√D for D = 128
+    },
+    "03_contrastive_loss": {
+        "768": "16 * 16 * 3",                 # a 16×16 RGB thumbnail
+        "11": "3 * 4 - 1",                    # the gather simulation: 3 ranks of 4 pairs
+        "11.09": "2 * math.log(256)",         # the loss at chance for a batch of 256
+        "255": "256 - 1", "127": "256 // 2 - 1", "63": "256 // 4 - 1",
+        "12.6": "52.2 - 39.6",                # Table 8: fixed 1/64 against 1/32
+        "1.5": "51.7 - 50.2", "3.0": "51.7 - 48.7",
+    },
+    "07_scaling": {
+        # Table 8's loss of R@1 with half and a quarter of the negatives (51.7 -> 50.2 -> 48.7 I2T,
+        # 37.5 -> 37.0 -> 35.8 T2I)
+        "1.5": "51.7 - 50.2", "3.0": "51.7 - 48.7", "0.5": "37.5 - 37.0", "1.7": "37.5 - 35.8",
+        "23": "np.finfo(np.float32).nmant",   # fp32's mantissa bits
+        "15": "100 * (1 - 0.85)",             # Solution 2's headroom (its code keeps 0.85 of 80 GB)
+    },
+}
+
+
+def paper_figures() -> set[str]:
+    """Every number in the paper-facts file, commas dropped ("16,384" -> "16384")."""
+    return {m.replace(",", "") for m in re.findall(r"\d[\d,]*(?:\.\d+)?", PAPER_FACTS.read_text())}
+
+
+def prose(source: str) -> str:
+    """A Markdown cell without what is not prose: math, code, MyST roles (glue included), link
+    targets, headings, directive lines, and references such as "Chapter 4" or "Table 8"."""
+    text = re.sub(r"^\s*```.*$", " ", source, flags=re.M)                # fences, directive lines
+    text = re.sub(r"^\s*:[a-z_-]+:.*$", " ", text, flags=re.M)          # directive options
+    text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)
+    text = re.sub(r"\$[^$]+\$", " ", text)                               # inline math, may wrap
+    text = re.sub(r"\{[a-z:]+\}`[^`]*`", " ", text)                     # {glue:text}`…`, {doc}`…`
+    text = re.sub(r"`[^`]*`", " ", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    text = re.sub(r"^ {4,}\S.*$", " ", text, flags=re.M)                 # indented code
+    text = re.sub(r"^#+ .*$", " ", text, flags=re.M)
+    return re.sub(r"\b(Chapters?|Tables?|Figure|Section|§|Exercises?|Solutions?|issue|steps? of)"
+                  r"\s+\d+(\s*(,|and|/|–|or)\s*\d+)*", " ", text)
+
+
+def unexplained_numbers(path: Path) -> list[tuple[int, str, str]]:
+    """(cell index, number, context) of every number in ``path``'s Markdown that is neither a
+    paper figure, nor on the chapter's :data:`DEFINITIONS`, nor one digit."""
+    paper, allowed = paper_figures(), DEFINITIONS.get(path.stem, {})
+    found = []
+    for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+        if cell["cell_type"] != "markdown":
+            continue
+        text = prose("".join(cell["source"]))
+        for match in NUMBER.finditer(text):
+            written = match.group(1)
+            value = written.replace(",", "").rstrip(".")
+            percent = text[match.end():match.end() + 2].lstrip().startswith("%")
+            if len(value) == 1:  # a count or an index, unless it is a percentage
+                if not percent:
+                    continue
+            elif value in paper:
+                continue
+            if written in allowed:
+                continue
+            context = text[max(0, match.start() - 50):match.end() + 30].replace("\n", " ")
+            found.append((index, written, context))
+    return found
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        rows = unexplained_numbers(Path(name))
+        print(f"{name}: {len(rows)} hand-copied numbers")
+        for index, written, context in rows:
+            print(f"  cell {index}: {written!r}  …{context}…")
