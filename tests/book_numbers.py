@@ -28,7 +28,7 @@ PAPER_FACTS = REPO / "tests" / "data" / "align_paper_facts.md"
 NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?!\w)")
 
 # Chapters whose prose has been through the glue pass; the test covers exactly these.
-CHECKED = ("01_noisy_alt_text", "02_towers", "03_contrastive_loss", "07_scaling")
+CHECKED = ("01_noisy_alt_text", "02_towers", "03_contrastive_loss", "05_zero_shot", "07_scaling")
 
 # Per chapter: the number as the prose writes it -> a Python expression that must equal it
 # (evaluated by tests/test_book_pages.py with align_lite importable).
@@ -54,6 +54,13 @@ DEFINITIONS: dict[str, dict[str, str]] = {
         "255": "256 - 1", "127": "256 // 2 - 1", "63": "256 // 4 - 1",
         "12.6": "52.2 - 39.6",                # Table 8: fixed 1/64 against 1/32
         "1.5": "51.7 - 50.2", "3.0": "51.7 - 48.7",
+    },
+    "05_zero_shot": {
+        "1.28": "1_281_167 / 1e6",            # ImageNet-1k's training images
+        "28": "len(load_emoji_corpus().languages)",
+        "10007": "WORLD_EVAL_SEED",
+        "95": "100 * 0.95",                   # the quality benchmark's target, as the glue cell tests it
+        "12.5": "100 / 8", "11": "100 / 9", "1": "100 / 98",   # chance: 8 shapes, 9 groups, 98 subgroups
     },
     "07_scaling": {
         # Table 8's loss of R@1 with half and a quarter of the negatives (51.7 -> 50.2 -> 48.7 I2T,

@@ -102,11 +102,13 @@ def definition_namespace() -> dict:
     from align_lite.data.emoji_corpus import load_emoji_corpus
     from align_lite.data.images import ImageTransformConfig
     from align_lite.data.world import WorldConfig
+    from align_lite.evaluate import WORLD_EVAL_SEED
     from align_lite.models import VARIANTS, ImageTowerConfig
 
     return {"math": math, "np": np, "BertConfig": BertConfig, "load_emoji_corpus": load_emoji_corpus,
             "ImageTransformConfig": ImageTransformConfig, "WorldConfig": WorldConfig, "VARIANTS": VARIANTS,
-            "ImageTowerConfig": ImageTowerConfig, "torchvision_parameters": torchvision_parameters}
+            "ImageTowerConfig": ImageTowerConfig, "torchvision_parameters": torchvision_parameters,
+            "WORLD_EVAL_SEED": WORLD_EVAL_SEED}
 
 
 @pytest.mark.parametrize("stem, written, expression", [
