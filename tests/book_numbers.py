@@ -28,7 +28,8 @@ PAPER_FACTS = REPO / "tests" / "data" / "align_paper_facts.md"
 NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?!\w)")
 
 # Chapters whose prose has been through the glue pass; the test covers exactly these.
-CHECKED = ("01_noisy_alt_text", "02_towers", "03_contrastive_loss", "05_zero_shot", "07_scaling")
+CHECKED = ("01_noisy_alt_text", "02_towers", "03_contrastive_loss", "05_zero_shot", "06_retrieval",
+           "07_scaling")
 
 # Per chapter: the number as the prose writes it -> a Python expression that must equal it
 # (evaluated by tests/test_book_pages.py with align_lite importable).
@@ -61,6 +62,12 @@ DEFINITIONS: dict[str, dict[str, str]] = {
         "10007": "WORLD_EVAL_SEED",
         "95": "100 * 0.95",                   # the quality benchmark's target, as the glue cell tests it
         "12.5": "100 / 8", "11": "100 / 9", "1": "100 / 98",   # chance: 8 shapes, 9 groups, 98 subgroups
+    },
+    "06_retrieval": {
+        "28": "len(load_emoji_corpus().languages)",
+        "5,000": "5_000",                     # MSCOCO's test split ("5K" in the paper's tables)
+        # the exercises' own settings: gallery sizes, an index size, edit weights
+        "512": "2 * 256", "20,000": "20_000", "0.5": "1 / 2",
     },
     "07_scaling": {
         # Table 8's loss of R@1 with half and a quarter of the negatives (51.7 -> 50.2 -> 48.7 I2T,
