@@ -11,8 +11,9 @@ class CommandError(Exception):
     """A failure to report as one line, without a traceback."""
 
 
-# Errors that mean "unusable input or settings": one line on stderr, exit status 1. Anything else
-# is a bug and keeps its traceback.
+# Errors that mean "unusable input or settings": one line on stderr, exit status 1 (a data
+# module's DataFormatError is a ValueError, so commands let it through). Anything else is a bug
+# and keeps its traceback.
 KNOWN_ERRORS = (CommandError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 

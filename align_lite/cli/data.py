@@ -34,16 +34,12 @@ def _add_make(commands) -> None:
 
 
 def _run_make(args: argparse.Namespace) -> None:
-    from align_lite.data.records import DataFormatError
     from align_lite.data.world import WorldConfig, write_world
 
     if args.n < 1:
         raise CommandError("--n must be at least 1")
     config = (WorldConfig.clean if args.clean else WorldConfig.noisy)(n=args.n, seed=args.seed)
-    try:
-        out = write_world(config, args.out, overwrite=args.overwrite)
-    except DataFormatError as err:
-        raise CommandError(str(err)) from err
+    out = write_world(config, args.out, overwrite=args.overwrite)
     print(f"wrote {args.n:,} pairs to {out}")
 
 
@@ -92,16 +88,13 @@ def _add_filter(commands) -> None:
 def _run_filter(args: argparse.Namespace) -> None:
     from align_lite.data.curate import curate, load_protected_images
     from align_lite.data.filters import FilterConfig
-    from align_lite.data.records import DataFormatError, SkipLog
+    from align_lite.data.records import SkipLog
 
     config = FilterConfig(**{f.name: getattr(args, f.name) for f in fields(FilterConfig)})
-    try:
-        eval_log = SkipLog()
-        eval_set = load_protected_images(args.eval_set, log=eval_log) if args.eval_set else None
-        result = curate(args.input, args.out, config, eval_set, args.near_duplicate_cosine, args.workers,
-                        overwrite=args.overwrite, link=args.link)
-    except DataFormatError as err:
-        raise CommandError(str(err)) from err
+    eval_log = SkipLog()
+    eval_set = load_protected_images(args.eval_set, log=eval_log) if args.eval_set else None
+    result = curate(args.input, args.out, config, eval_set, args.near_duplicate_cosine, args.workers,
+                    overwrite=args.overwrite, link=args.link)
     report = result.report
     if eval_log.total:
         print(f"eval set: {eval_log.summary()} (these eval images are not protected)")
@@ -126,14 +119,11 @@ def _add_stats(commands) -> None:
 
 
 def _run_stats(args: argparse.Namespace) -> None:
-    from align_lite.data.records import DataFormatError, SkipLog, read_pairs
+    from align_lite.data.records import SkipLog, read_pairs
     from align_lite.data.stats import pair_stats
 
     log = SkipLog()
-    try:
-        table, _ = read_pairs(args.input, log)
-    except DataFormatError as err:
-        raise CommandError(str(err)) from err
+    table, _ = read_pairs(args.input, log)
     print(pair_stats(table).format())
     if log.total:
         print(f"bad input: {log.summary()}")
@@ -158,15 +148,12 @@ def _add_shards(commands) -> None:
 def _run_shards(args: argparse.Namespace) -> None:
     import json
 
-    from align_lite.data.records import DataFormatError, SkipLog
+    from align_lite.data.records import SkipLog
     from align_lite.data.streaming import write_shards
 
     log = SkipLog()
-    try:
-        shards = write_shards(args.input, args.out, max_count=args.max_count, log=log,
-                              check_images=not args.no_check)
-    except DataFormatError as err:
-        raise CommandError(str(err)) from err
+    shards = write_shards(args.input, args.out, max_count=args.max_count, log=log,
+                          check_images=not args.no_check)
     print(f"wrote {len(shards):,} shards: {shards[0] if shards else '-'} .. {shards[-1] if shards else '-'}")
     print_skips(log)
     if args.report is not None:

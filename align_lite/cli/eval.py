@@ -60,12 +60,7 @@ def _run_eval(args: argparse.Namespace) -> None:
     elif args.data == "emoji":
         data = emoji_eval_set(size, args.level, args.max_images)
     else:
-        from align_lite.data.records import DataFormatError
-
-        try:
-            data = load_eval_set(args.data, size, args.max_images)
-        except DataFormatError as err:
-            raise CommandError(str(err)) from err
+        data = load_eval_set(args.data, size, args.max_images)
     scores = evaluate(model, tokenizer, data, load_templates(args.templates))
     if data.scenes is not None:
         from align_lite.world_probes import count_probe, relation_probe

@@ -67,16 +67,15 @@ def _add_train(commands) -> None:
 _FLAG_TYPES = {"int": int, "float": float, "str": str}
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> list[str]:
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per :class:`~align_lite.train.config.TrainConfig` field (``--field-name``, or the
     field's own ``flag``), typed from its annotation, helped by its metadata, default ``None`` (=
-    the recipe's value); returns the fields given a flag."""
+    the recipe's value)."""
     from dataclasses import fields as dataclass_fields
 
     from align_lite.train.config import TrainConfig
 
     groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
-    named = []
     for f in dataclass_fields(TrainConfig):
         meta = f.metadata
         if not meta.get("cli", True):
@@ -97,8 +96,6 @@ def _add_config_flags(p: argparse.ArgumentParser) -> list[str]:
         else:
             target.add_argument(flag, dest=f.name, type=_FLAG_TYPES[kind], default=None, metavar=metavar,
                                 help=meta["help"])
-        named.append(f.name)
-    return named
 
 
 def _hard_negatives(spec: str) -> tuple[tuple[str, ...], str | None]:

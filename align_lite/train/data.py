@@ -262,8 +262,7 @@ def _world_datasets(config: TrainConfig, world: WorldConfig | None, size: int) -
     cache = world.n * 3 * wcfg.resize**2 <= WORLD_CACHE_BYTES
     transform = CropToPixels(wcfg) if cache else image_transform(wcfg)
     train_ds = WorldDataset(world, image_size=wcfg.resize, transform=transform, cache=cache)
-    eval_ds = copy.copy(train_ds)
-    eval_ds.transform = transform
+    eval_ds = copy.copy(train_ds)  # the same transform: the world is never cropped
     return train_ds, eval_ds, train_ds.table["text"].to_pylist()
 
 
@@ -276,7 +275,6 @@ def _stream_datasets(stream: Any, train_tf) -> tuple[Any, list, Iterable[str]]:
     if texts is None:
         raise TypeError("a stream passed to train() needs texts(limit) or a texts list (to learn the tokenizer)")
     return stream, [], _lazy(lambda: texts(TOKENIZER_TEXTS)) if callable(texts) else list(texts)
-
 
 
 __all__ = ["Collate", "SkipBadSamples", "StepBatchSampler", "TOKENIZER_TEXTS", "WORLD_CACHE_BYTES", "build_dataset",
