@@ -223,6 +223,46 @@ def temperature_ablation(base: TrainConfig, eval_data: WorldEval | None = None,
     return variants(base, changes, eval_data, eval_points)
 
 
+def over_seeds(job: Callable[[TrainConfig], list[RunSummary]], base: TrainConfig,
+               seeds: Sequence[int]) -> list[RunSummary]:
+    """``job(base)`` once per seed of ``seeds`` (``base.seed`` replaced), every run of every seed
+    in seed order. The seed sets the weights' initialisation and the batch order; the worlds, the
+    held-out set and the tokenizer stay the same, so the runs of one name differ by luck alone."""
+    return [run for seed in seeds for run in job(replace(base, seed=int(seed)))]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values))
+
+
+def _mean_lists(lists: Sequence[Sequence[float]]) -> list[float]:
+    return [_mean(column) for column in zip(*lists)]  # stops at the shortest list
+
+
+def seed_means(runs: Sequence[RunSummary]) -> list[RunSummary]:
+    """Runs of one name (one per seed, from :func:`over_seeds`) folded into one, in the order
+    names first appear: metrics, losses, temperatures and the curve averaged over the seeds;
+    ``notes["seeds"]`` lists the seeds and ``notes["range"]`` each metric's ``[min, max]`` (and
+    ``"final_sigma"``'s). A name with one run comes back with a range of width zero."""
+    groups: dict[str, list[RunSummary]] = {}
+    for run in runs:
+        groups.setdefault(run.name, []).append(run)
+    folded = []
+    for name, group in groups.items():
+        metrics = {k: _mean([r.metrics[k] for r in group]) for k in group[0].metrics}
+        spread = {k: [min(r.metrics[k] for r in group), max(r.metrics[k] for r in group)] for k in metrics}
+        sigmas = [r.temperatures[-1] for r in group if r.temperatures]
+        if sigmas:
+            spread["final_sigma"] = [min(sigmas), max(sigmas)]
+        curve = [{k: _mean([point[k] for point in points]) for k in points[0]}
+                 for points in zip(*(r.curve for r in group))]
+        notes = {**group[0].notes, "seeds": [r.config.get("seed") for r in group], "range": spread}
+        folded.append(replace(group[0], metrics=metrics, losses=_mean_lists([r.losses for r in group]),
+                              temperatures=_mean_lists([r.temperatures for r in group]), curve=curve,
+                              seconds=_mean([r.seconds for r in group]), notes=notes))
+    return folded
+
+
 def noisy_filtered_rows(world: WorldConfig,
                         filters: FilterConfig = FilterConfig()) -> tuple[np.ndarray, dict[str, int]]:
     """Rows of a (noisy) world kept by the paper's filters, and how many each rule dropped."""
@@ -375,20 +415,31 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"  # "–": recorded before the metric existed
 
 
+def _cell(run: RunSummary, key: str) -> str:
+    """A metric in percent; with its range over seeds, ``mean (min–max)``, for a folded run."""
+    value = run.metrics.get(key)
+    low_high = run.notes.get("range", {}).get(key)
+    if value is None or not low_high or len(run.notes.get("seeds", ())) < 2:
+        return _percent(value)
+    return f"{_percent(value)} ({_percent(low_high[0])}–{_percent(low_high[1])})"
+
+
+TABLE_METRICS = ("zero_shot_top1", "zero_shot_top5", "colour_top1", "shape_top1", "zero_shot_numbers_top1",
+                 "i2t_r1", "t2i_r1")
+
+
 def runs_table(runs: Sequence[RunSummary], paper: dict[str, dict[str, float]] | None = None) -> str:
-    """A Markdown table of final scores (percent), with the paper's numbers where given."""
+    """A Markdown table of final scores (percent), with the paper's numbers where given. Runs of
+    one name over several seeds are folded (:func:`seed_means`): each cell reads ``mean (min–max)``."""
     head = ("| run | zero-shot top-1 | top-5 | colour | shape | top-1, number prompts | I→T R@1 | T→I R@1 | final σ "
             "| train pairs |")
     if paper:
         head += " paper I→T R@1 | paper T→I R@1 |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in runs:
-        m = r.metrics
+    for r in seed_means(runs):
         sigma = r.temperatures[-1] if r.temperatures else float("nan")
-        row = (f"| {r.name} | {100 * m['zero_shot_top1']:.1f} | {100 * m['zero_shot_top5']:.1f} | "
-               f"{100 * m['colour_top1']:.1f} | {100 * m['shape_top1']:.1f} | "
-               f"{_percent(m.get('zero_shot_numbers_top1'))} | "
-               f"{100 * m['i2t_r1']:.1f} | {100 * m['t2i_r1']:.1f} | {sigma:.4f} | {r.train_pairs:,} |")
+        cells = " | ".join(_cell(r, key) for key in TABLE_METRICS)
+        row = f"| {r.name} | {cells} | {sigma:.4f} | {r.train_pairs:,} |"
         if paper:
             p = paper.get(r.name, {})
             row += f" {p.get('i2t_r1', '–')} | {p.get('t2i_r1', '–')} |"

@@ -29,10 +29,12 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def experiment_args(doc: str, experiments: tuple[str, ...] = (), steps: int = 600, checkpoints: int | None = None):
+def experiment_args(doc: str, experiments: tuple[str, ...] = (), steps: int = 600, checkpoints: int | None = None,
+                    seeds: tuple[int, ...] | None = None):
     """The command line of the scripts that train for a number of steps (``--steps``,
     ``--threads``, ``--out``; ``--only`` one of ``experiments`` when there are several,
-    ``--checkpoints`` when given a default), parsed; sets torch's threads and quiet progress bars."""
+    ``--checkpoints`` and ``--seeds`` when given defaults), parsed; sets torch's threads and quiet
+    progress bars."""
     import argparse
     import os
 
@@ -45,6 +47,9 @@ def experiment_args(doc: str, experiments: tuple[str, ...] = (), steps: int = 60
         parser.add_argument("--only", choices=experiments)
     if checkpoints is not None:
         parser.add_argument("--checkpoints", type=int, default=checkpoints)
+    if seeds is not None:
+        parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds),
+                            help="train every run once per seed (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,3 +77,12 @@ def train_to_checkpoints(trainer, steps: int, checkpoints: int):
         trained += time.perf_counter() - start
         trainer.model.eval()
         yield trained
+
+
+def seeds_text(seeds) -> str:
+    """How a table of runs over ``seeds`` reads, for the line above it."""
+    if len(seeds) < 2:
+        return f"One seed ({seeds[0]})."
+    return (f"Each run trained once per seed ({', '.join(map(str, seeds))}: the weights' initialisation and the "
+            "batch order; the data and the held-out set stay); a cell reads mean (min–max) over the seeds.")
+

@@ -192,3 +192,35 @@ def test_training_leaves_the_callers_random_state_as_a_cache_hit_does(tmp_path, 
     random.seed(5), np.random.seed(5), torch.manual_seed(5)
     untouched = random.random(), float(np.random.rand()), float(torch.rand(()))
     assert trained == cached == untouched
+
+
+def summary(name: str, seed: int, top1: float, sigma: float) -> ex.RunSummary:
+    metrics = {key: top1 for key in ex.TABLE_METRICS}
+    return ex.RunSummary(name=name, config={"seed": seed}, metrics=metrics, steps=[1, 2],
+                         losses=[4.0 + seed, 2.0 + seed], temperatures=[1.0, sigma],
+                         curve=[{"step": 2, "i2t_r1": top1}], train_pairs=64)
+
+
+def test_seed_means_fold_the_runs_of_a_name_and_keep_their_range():
+    runs = [summary("a", 0, 0.2, 0.1), summary("b", 0, 0.9, 0.3),
+            summary("a", 1, 0.4, 0.2), summary("b", 1, 0.5, 0.5), summary("a", 2, 0.9, 0.3)]
+    a, b = ex.seed_means(runs)
+    assert (a.name, b.name) == ("a", "b")
+    assert a.notes["seeds"] == [0, 1, 2] and b.notes["seeds"] == [0, 1]
+    assert a.metrics["i2t_r1"] == pytest.approx(0.5) and a.notes["range"]["i2t_r1"] == [0.2, 0.9]
+    assert a.temperatures == pytest.approx([1.0, 0.2]) and a.notes["range"]["final_sigma"] == [0.1, 0.3]
+    assert a.losses == pytest.approx([5.0, 3.0]) and a.curve == [{"step": 2, "i2t_r1": pytest.approx(0.5)}]
+    table = ex.runs_table(runs)
+    assert table.count("| a |") == 1 and "| 50.0 (20.0–90.0) |" in table and "| 70.0 (50.0–90.0) |" in table
+    single = ex.runs_table(runs[:2])  # one seed: plain numbers, as before
+    assert "| 20.0 | 20.0 |" in single and "(" not in single.split("\n", 2)[2]
+
+
+def test_over_seeds_changes_only_the_seed(eval_data):
+    runs = ex.over_seeds(lambda config: ex.temperature_ablation(config, eval_data,
+                                                                settings=(("fixed 1/64", 1 / 64, False),)),
+                         toy(max_steps=2), seeds=(0, 1))
+    assert [r.config["seed"] for r in runs] == [0, 1]
+    assert {k: v for k, v in runs[0].config.items() if k != "seed"} == \
+        {k: v for k, v in runs[1].config.items() if k != "seed"}
+    assert runs[0].losses != runs[1].losses  # another initialisation and batch order
