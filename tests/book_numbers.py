@@ -13,7 +13,12 @@ A number a chapter's Markdown quotes is either
 
 Everything else is a hand-copied number, and :func:`unexplained_numbers` reports it.
 
+A Markdown page that includes benchmark tables (the appendix's ``benchmarks.md``) may also quote
+a number that a table of its own section shows: :func:`page_unexplained_numbers` reads both, the
+prose and the tables the section includes, so that the prose cannot drift from the tables.
+
     python tests/book_numbers.py book/07_scaling.ipynb     # list what a chapter quotes by hand
+    python tests/book_numbers.py book/appendix/benchmarks.md
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ DEFINITIONS: dict[str, dict[str, str]] = {
         # the exercises' own settings: gallery sizes, an index size, edit weights
         "512": "2 * 256", "20,000": "20_000", "0.5": "1 / 2",
     },
+    "intro": {"28": LANGUAGES},
     "07_scaling": {
         **FEWER_NEGATIVES, "0.5": "37.5 - 37.0", "1.7": "37.5 - 35.8",   # and text→image: 37.5 -> 37.0 -> 35.8
         "23": "np.finfo(np.float32).nmant",   # fp32's mantissa bits
@@ -101,34 +107,52 @@ def prose(source: str) -> str:
                   r"\s+\d+(\s*(,|and|/|–|or)\s*\d+)*", " ", text)
 
 
+def scan(index: int, source: str, allowed: set[str] | dict[str, str], shown: set[str] = frozenset()):
+    """(index, number, context) of each number of ``source``'s prose that is neither one digit,
+    nor a paper figure, nor ``allowed`` as written, nor ``shown`` (commas dropped)."""
+    paper, text, found = paper_figures(), prose(source), []
+    for match in NUMBER.finditer(text):
+        written = match.group(1)
+        value = written.replace(",", "").rstrip(".")
+        percent = text[match.end():match.end() + 2].lstrip().startswith("%")
+        if len(value) == 1 and not percent:  # a count or an index, unless it is a percentage
+            continue
+        if (len(value) > 1 and value in paper) or written in allowed or value in shown:
+            continue
+        context = text[max(0, match.start() - 50):match.end() + 30].replace("\n", " ")
+        found.append((index, written, context))
+    return found
+
+
 def unexplained_numbers(path: Path) -> list[tuple[int, str, str]]:
     """(cell index, number, context) of every number in ``path``'s Markdown that is neither a
     paper figure, nor on the chapter's :data:`DEFINITIONS`, nor one digit."""
-    paper, allowed = paper_figures(), DEFINITIONS.get(path.stem, {})
-    found = []
+    allowed, found = DEFINITIONS.get(path.stem, {}), []
     for index, cell in enumerate(json.loads(path.read_text())["cells"]):
-        if cell["cell_type"] != "markdown":
-            continue
-        text = prose("".join(cell["source"]))
-        for match in NUMBER.finditer(text):
-            written = match.group(1)
-            value = written.replace(",", "").rstrip(".")
-            percent = text[match.end():match.end() + 2].lstrip().startswith("%")
-            if len(value) == 1:  # a count or an index, unless it is a percentage
-                if not percent:
-                    continue
-            elif value in paper:
-                continue
-            if written in allowed:
-                continue
-            context = text[max(0, match.start() - 50):match.end() + 30].replace("\n", " ")
-            found.append((index, written, context))
+        if cell["cell_type"] == "markdown":
+            found += scan(index, "".join(cell["source"]), allowed)
+    return found
+
+
+INCLUDE = re.compile(r"^```\{include\}\s+(\S+)", re.M)
+
+
+def page_unexplained_numbers(path: Path) -> list[tuple[int, str, str]]:
+    """(section index, number, context) of every number in a Markdown page's prose that is
+    neither one digit, a paper figure, a definition (:data:`DEFINITIONS` under the page's stem),
+    nor shown by a table that its section (``## …``) includes."""
+    allowed, found = DEFINITIONS.get(path.stem, {}), []
+    for index, section in enumerate(re.split(r"^(?=## )", path.read_text(), flags=re.M)):
+        tables = " ".join((path.parent / name).read_text() for name in INCLUDE.findall(section))
+        shown = {m.replace(",", "") for m in re.findall(r"\d[\d,]*(?:\.\d+)?", tables)}
+        found += scan(index, section, allowed, shown)
     return found
 
 
 if __name__ == "__main__":
     for name in sys.argv[1:]:
-        rows = unexplained_numbers(Path(name))
+        page = Path(name)
+        rows = (page_unexplained_numbers if page.suffix == ".md" else unexplained_numbers)(page)
         print(f"{name}: {len(rows)} hand-copied numbers")
         for index, written, context in rows:
             print(f"  cell {index}: {written!r}  …{context}…")

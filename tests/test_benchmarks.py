@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -127,3 +128,23 @@ def test_book_model_trains_the_book_recipe_and_records_its_curve():
     record.update(threads=2, cpu="test CPU", torch="x")
     table = book_model.markdown(record)
     assert "| 24 |" in table and f"{100 * last['scores']['en/t2i_r10']:.1f}" in table
+
+
+def test_chapter_times_reads_the_stamps_and_matches_the_appendix(tmp_path):
+    import chapter_times
+
+    def cell(start: str, end: str) -> dict:
+        return {"cell_type": "code", "metadata": {"execution": {"iopub.execute_input": start,
+                                                                "shell.execute_reply": end}}}
+    notebook = tmp_path / "09_toy.ipynb"
+    notebook.write_text(json.dumps({"cells": [cell("2026-01-02T10:00:00Z", "2026-01-02T10:00:05Z"),
+                                              {"cell_type": "markdown", "metadata": {}},
+                                              cell("2026-01-02T10:01:00Z", "2026-01-02T10:01:30.5Z")]}))
+    assert chapter_times.chapter_time(notebook) == {"chapter": "09_toy", "cells": 2, "seconds": 90.5,
+                                                    "executed": "2026-01-02"}
+    notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": {}}]}))  # saved by hand
+    with pytest.raises(ValueError, match="timing"):
+        chapter_times.chapter_time(notebook)
+    # the appendix's table is the stored notebooks' (rerun the script after executing a chapter)
+    rows = [chapter_times.chapter_time(p) for p in sorted(chapter_times.BOOK.glob("[0-9][0-9]_*.ipynb"))]
+    assert (chapter_times.OUT_DIR / "chapter_times.md").read_text() == chapter_times.markdown(rows)

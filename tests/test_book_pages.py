@@ -86,6 +86,24 @@ def test_prose_quotes_no_hand_copied_number(stem):
         f"  cell {i}: {number!r} in …{context}…" for i, number, context in found)
 
 
+@pytest.mark.parametrize("page", sorted(p.relative_to(REPO / "book").as_posix()
+                                         for p in (REPO / "book").rglob("*.md") if "generated" not in p.parts))
+def test_pages_quote_only_numbers_their_tables_show(page):
+    """The intro and the appendix: a number is glued, the paper's, a definition, or shown by a
+    benchmark table that its section includes (``tests/book_numbers.py`` reads both)."""
+    found = book_numbers.page_unexplained_numbers(REPO / "book" / page)
+    assert not found, "glue these, define them, or quote the table's own number:\n" + "\n".join(
+        f"  section {i}: {number!r} in …{context}…" for i, number, context in found)
+
+
+def test_page_scan_reads_the_tables_its_section_includes(tmp_path):
+    (tmp_path / "t.md").write_text("| run | top-1 |\n|---|---|\n| a | 63.21 |\n| b | 1,036 |\n")
+    page = tmp_path / "page.md"
+    page.write_text("## One\n\n```{include} t.md\n```\n\nIt gets 63.21 % in 1,036 steps, 42 points up.\n\n"
+                    "## Two\n\nAnd 63.21 % again.\n")
+    assert [(i, n) for i, n, _ in book_numbers.page_unexplained_numbers(page)] == [(1, "42"), (2, "63.21")]
+
+
 def torchvision_parameters(name: str) -> int:
     """Parameters of a torchvision classification model, counted on the meta device."""
     import torch
