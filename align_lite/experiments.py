@@ -415,8 +415,9 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"  # "–": recorded before the metric existed
 
 
-def _cell(run: RunSummary, key: str) -> str:
-    """A metric in percent; with its range over seeds, ``mean (min–max)``, for a folded run."""
+def spread_text(run: RunSummary, key: str) -> str:
+    """A metric of ``run`` in percent; for a run folded over seeds (:func:`seed_means`) with its
+    range, ``"81.4 (80.1–82.9)"``: the mean, then the lowest and highest seed."""
     value = run.metrics.get(key)
     low_high = run.notes.get("range", {}).get(key)
     if value is None or not low_high or len(run.notes.get("seeds", ())) < 2:
@@ -438,7 +439,7 @@ def runs_table(runs: Sequence[RunSummary], paper: dict[str, dict[str, float]] | 
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in seed_means(runs):
         sigma = r.temperatures[-1] if r.temperatures else float("nan")
-        cells = " | ".join(_cell(r, key) for key in TABLE_METRICS)
+        cells = " | ".join(spread_text(r, key) for key in TABLE_METRICS)
         row = f"| {r.name} | {cells} | {sigma:.4f} | {r.train_pairs:,} |"
         if paper:
             p = paper.get(r.name, {})

@@ -210,6 +210,7 @@ def test_seed_means_fold_the_runs_of_a_name_and_keep_their_range():
     assert a.metrics["i2t_r1"] == pytest.approx(0.5) and a.notes["range"]["i2t_r1"] == [0.2, 0.9]
     assert a.temperatures == pytest.approx([1.0, 0.2]) and a.notes["range"]["final_sigma"] == [0.1, 0.3]
     assert a.losses == pytest.approx([5.0, 3.0]) and a.curve == [{"step": 2, "i2t_r1": pytest.approx(0.5)}]
+    assert ex.spread_text(a, "i2t_r1") == "50.0 (20.0–90.0)"
     table = ex.runs_table(runs)
     assert table.count("| a |") == 1 and "| 50.0 (20.0–90.0) |" in table and "| 70.0 (50.0–90.0) |" in table
     single = ex.runs_table(runs[:2])  # one seed: plain numbers, as before

@@ -128,7 +128,7 @@ def test_setup_seeds_and_picks(monkeypatch, capsys):
 
 def test_appendix_includes_every_generated_benchmark_table():
     """Benchmark tables reach the book only through ``{include}`` of the scripts' own output."""
-    page = (REPO / "book" / "appendix" / "benchmarks.md").read_text()
+    page = "\n".join((REPO / "book" / "appendix" / name).read_text() for name in ("benchmarks.md", "reproduce.md"))
     included = set(re.findall(r"```\{include\} (generated/[\w.]+\.md)", page))
     generated = {f"generated/{p.name}" for p in (REPO / "book" / "appendix" / "generated").glob("*.md")}
     assert generated and generated == included, f"not included: {generated - included}; missing: {included - generated}"
