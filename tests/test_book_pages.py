@@ -42,6 +42,13 @@ def figure_problem(source: str, figures: int = 1) -> str | None:
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_code_cells_fit_the_rendered_column(path):
+    """The brief: code cells fit the rendered column, about 88 characters a line."""
+    long = [(i, line) for i, source, _ in code_cells(path) for line in source.splitlines() if len(line) > 88]
+    assert not long, "\n".join(f"  cell {i}: {line}" for i, line in long)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_test_markers_are_cell_tags_not_visible_comments(path):
     """nbval's markers live in the cells' tags: a reader of the rendered page never sees them."""
     visible = [i for i, source, _ in code_cells(path) if "NBVAL" in source.upper()]
