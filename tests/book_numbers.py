@@ -33,8 +33,8 @@ PAPER_FACTS = REPO / "tests" / "data" / "align_paper_facts.md"
 NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?!\w)")
 
 # Chapters whose prose has been through the glue pass; the test covers exactly these.
-CHECKED = ("01_noisy_alt_text", "02_towers", "03_contrastive_loss", "05_zero_shot", "06_retrieval",
-           "07_scaling")
+CHECKED = ("01_noisy_alt_text", "02_towers", "03_contrastive_loss", "04_training", "05_zero_shot",
+           "06_retrieval", "07_scaling")
 
 # Per chapter: the number as the prose writes it -> a Python expression that must equal it
 # (evaluated by tests/test_book_pages.py with align_lite importable).
@@ -76,6 +76,16 @@ DEFINITIONS: dict[str, dict[str, str]] = {
         "5,000": "5_000",                     # MSCOCO's test split ("5K" in the paper's tables)
         # the exercises' own settings: gallery sizes, an index size, edit weights
         "512": "2 * 256", "20,000": "20_000", "0.5": "1 / 2",
+    },
+    "04_training": {
+        "28": LANGUAGES,
+        "12.5": "100 / 8",                                   # chance: 8 shapes
+        "95": "100 * quality_per_minute.TARGET_TOP1",         # the quality benchmark's target
+        "120": "quality_per_minute.TARGET_SECONDS",
+        "0.3": "0.3",                                        # the σ the glue cell looks for
+        # Solution 1: where cosine decay leads linear decay most, and by how much
+        "0.78": "1 - math.asin(2 / math.pi) / math.pi",
+        "0.105": "(1 + math.cos(math.asin(2 / math.pi))) / 2 - (1 - math.asin(2 / math.pi) / math.pi)",
     },
     "intro": {"28": LANGUAGES},
     "07_scaling": {

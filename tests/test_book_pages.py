@@ -121,6 +121,8 @@ def torchvision_parameters(name: str) -> int:
 
 
 def definition_namespace() -> dict:
+    import sys
+
     import numpy as np
     from transformers import BertConfig
 
@@ -130,10 +132,13 @@ def definition_namespace() -> dict:
     from align_lite.evaluate import WORLD_EVAL_SEED
     from align_lite.models import VARIANTS, ImageTowerConfig
 
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import quality_per_minute
+
     return {"math": math, "np": np, "BertConfig": BertConfig, "load_emoji_corpus": load_emoji_corpus,
             "ImageTransformConfig": ImageTransformConfig, "WorldConfig": WorldConfig, "VARIANTS": VARIANTS,
             "ImageTowerConfig": ImageTowerConfig, "torchvision_parameters": torchvision_parameters,
-            "WORLD_EVAL_SEED": WORLD_EVAL_SEED}
+            "WORLD_EVAL_SEED": WORLD_EVAL_SEED, "quality_per_minute": quality_per_minute}
 
 
 @pytest.mark.parametrize("stem, written, expression", [
