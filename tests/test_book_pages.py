@@ -132,7 +132,8 @@ def definition_namespace() -> dict:
     from align_lite.evaluate import WORLD_EVAL_SEED
     from align_lite.models import VARIANTS, ImageTowerConfig
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
+    if str(REPO / "benchmarks") not in sys.path:  # called once per definition: add the folder once
+        sys.path.insert(0, str(REPO / "benchmarks"))
     import quality_per_minute
 
     return {"math": math, "np": np, "BertConfig": BertConfig, "load_emoji_corpus": load_emoji_corpus,
